@@ -28,6 +28,8 @@ mod manifest;
 pub mod mlflow;
 mod signature;
 mod tensor;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use dtype::{DataType, Element, UnknownDataType};
 pub use error::{Error, Result};

@@ -148,7 +148,8 @@ impl ModelManifest {
             ModelFormat::Mlflow => from_mlflow_dir(&located.root)?,
             _ => from_bare(&located)?,
         };
-        let mut files = if located.format.is_directory() || located.entry.as_os_str().is_empty() {
+        // A directory travels whole; a single file with what it references.
+        let mut files = if path.is_dir() || located.format.is_directory() {
             list_files(&located.root)?
         } else {
             let mut files = vec![located.entry.clone()];

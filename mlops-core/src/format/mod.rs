@@ -121,9 +121,8 @@ pub fn detect(path: &Path) -> Result<ModelFormat> {
 /// Detects the format of a model file held in memory. Directory formats (SavedModel,
 /// MLflow) cannot be held in one buffer and are never returned.
 pub fn detect_bytes(bytes: &[u8]) -> Result<ModelFormat> {
-    let len = bytes.len() as u64;
     let prefix = &bytes[..bytes.len().min(SNIFF_LEN)];
-    sniff(prefix, len, &mut Cursor::new(bytes))
+    sniff(prefix, &mut Cursor::new(bytes))
 }
 
 /// Where a model was found and in what format.
@@ -238,13 +237,13 @@ fn detect_file(path: &Path) -> Result<ModelFormat> {
         .take(SNIFF_LEN as u64)
         .read_to_end(&mut prefix)
         .map_err(|e| Error::io(path, e))?;
-    sniff(&prefix, len, &mut file).map_err(|e| e.at_path(path))
+    sniff(&prefix, &mut file).map_err(|e| e.at_path(path))
 }
 
-/// Decides a format from the first bytes of content `len` bytes long; `content` gives
+/// Decides a format from the first bytes of some content; `content` gives
 /// access to the rest where a format keeps its signature elsewhere (a zip's directory
 /// at its end, a plan behind a metadata prefix).
-fn sniff<R: Read + Seek>(prefix: &[u8], len: u64, content: &mut R) -> Result<ModelFormat> {
+fn sniff<R: Read + Seek>(prefix: &[u8], content: &mut R) -> Result<ModelFormat> {
     if prefix.is_empty() {
         return Err(Error::unsupported("the file is empty"));
     }
@@ -254,7 +253,7 @@ fn sniff<R: Read + Seek>(prefix: &[u8], len: u64, content: &mut R) -> Result<Mod
     if prefix.starts_with(b"PK\x03\x04") {
         return zip_format(content);
     }
-    if safetensors::sniff(prefix, len) {
+    if safetensors::sniff(prefix) {
         return Ok(ModelFormat::Safetensors);
     }
     if onnx::sniff(prefix) {

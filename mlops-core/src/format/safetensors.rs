@@ -62,13 +62,13 @@ pub fn parse(bytes: &[u8]) -> Result<SafetensorsInfo> {
     parse_header(header, file_len - 8 - header_len)
 }
 
-/// Whether the first bytes look like a safetensors file of `file_len` bytes: a header
-/// length that fits in the file, followed by a JSON object.
-pub(crate) fn sniff(prefix: &[u8], file_len: u64) -> bool {
+/// Whether the first bytes look like a safetensors file: a plausible header length
+/// followed by a JSON object. Whether the header fits in the file is for the parse to
+/// say, so that a truncated file is reported as such.
+pub(crate) fn sniff(prefix: &[u8]) -> bool {
     match prefix.first_chunk::<8>() {
         Some(len) => {
-            check_header_len(u64::from_le_bytes(*len), file_len).is_ok()
-                && prefix.get(8) == Some(&b'{')
+            (2..=MAX_HEADER_LEN).contains(&u64::from_le_bytes(*len)) && prefix.get(8) == Some(&b'{')
         }
         None => false,
     }
