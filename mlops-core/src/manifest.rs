@@ -144,27 +144,19 @@ impl ModelManifest {
     /// This reads every byte of the package: call it from a blocking thread in async code.
     pub fn from_path(path: &Path) -> Result<Self> {
         let located = format::locate(path)?;
-        let (mut manifest, companions) = match located.format {
-            ModelFormat::Mlflow => from_mlflow_dir(&located.root)?,
-            _ => from_bare(&located)?,
-        };
+        if located.format == ModelFormat::Mlflow {
+            return from_mlflow_dir(&located.root);
+        }
+        let (mut manifest, companions) = from_bare(&located)?;
         // A directory travels whole; a single file with what it references.
-        let mut files = if path.is_dir() || located.format.is_directory() {
+        let files = if path.is_dir() || located.format.is_directory() {
             list_files(&located.root)?
         } else {
-            let mut files = vec![located.entry.clone()];
-            files.extend(companions);
-            files
+            std::iter::once(located.entry.clone())
+                .chain(companions)
+                .collect()
         };
-        files.retain(|f| located.format != ModelFormat::Mlflow || f != Path::new(MLMODEL_FILE));
-        let computed = files
-            .iter()
-            .map(|f| hash_file(&located.root, f))
-            .collect::<Result<Vec<_>>>()?;
-        if !manifest.files.is_empty() {
-            check_recorded(&manifest.files, &computed).map_err(|e| e.at_path(&located.root))?;
-        }
-        manifest.files = computed;
+        manifest.files = hash_files(&located.root, &files)?;
         Ok(manifest)
     }
 
@@ -306,11 +298,8 @@ impl ModelManifest {
 
     /// Checks every recorded file under `root` against its size and sha256.
     pub fn verify_files(&self, root: &Path) -> Result<()> {
-        let computed = self
-            .files
-            .iter()
-            .map(|f| hash_file(root, Path::new(&f.path)))
-            .collect::<Result<Vec<_>>>()?;
+        let paths: Vec<PathBuf> = self.files.iter().map(|f| PathBuf::from(&f.path)).collect();
+        let computed = hash_files(root, &paths)?;
         check_recorded(&self.files, &computed).map_err(|e| e.at_path(root))
     }
 
@@ -397,11 +386,19 @@ fn from_bare(located: &Located) -> Result<(ModelManifest, Vec<PathBuf>)> {
     Ok((manifest, companions))
 }
 
-fn from_mlflow_dir(root: &Path) -> Result<(ModelManifest, Vec<PathBuf>)> {
+fn from_mlflow_dir(root: &Path) -> Result<ModelManifest> {
     let file = root.join(MLMODEL_FILE);
     let text = fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
     let mut manifest =
         ModelManifest::from_mlmodel_str(&text, &dir_name(root)).map_err(|e| e.at_path(&file))?;
+    let mut files = list_files(root)?;
+    files.retain(|f| f != Path::new(MLMODEL_FILE));
+    let computed = hash_files(root, &files)?;
+    // Checked before anything is parsed: a corrupt file is reported as corrupt.
+    if !manifest.files.is_empty() {
+        check_recorded(&manifest.files, &computed).map_err(|e| e.at_path(root))?;
+    }
+    manifest.files = computed;
     if manifest.entry.format != ModelFormat::Mlflow {
         let entry_path = root.join(&manifest.entry.path);
         if !entry_path.exists() {
@@ -412,11 +409,10 @@ fn from_mlflow_dir(root: &Path) -> Result<(ModelManifest, Vec<PathBuf>)> {
             .at_path(&file));
         }
         // The model file's own signature is the one a runtime sees, so it wins over
-        // what MLflow inferred from an example.
+        // what MLflow inferred from an example. Its companions are in the listing already.
         describe_entry(&mut manifest, &entry_path)?;
     }
-    // Every file of the directory is listed anyway.
-    Ok((manifest, Vec::new()))
+    Ok(manifest)
 }
 
 /// Reads what the entry's own format says: signature, weights, properties. Returns the
@@ -547,6 +543,10 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     walk(root, Path::new(""), 0, &mut out)?;
     Ok(out)
+}
+
+fn hash_files(root: &Path, files: &[PathBuf]) -> Result<Vec<FileEntry>> {
+    files.iter().map(|f| hash_file(root, f)).collect()
 }
 
 /// Hashes one file in fixed-size chunks: memory stays flat whatever the file's size.

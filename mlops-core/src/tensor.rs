@@ -475,13 +475,13 @@ mod tests {
         let mut raw = vec![0u8; 16];
         // An offset that is not 4-aligned, whatever alignment the allocator gave.
         let start = (1..4)
-            .find(|o| (raw.as_ptr() as usize + o) % 4 != 0)
+            .find(|o| !(raw.as_ptr() as usize + o).is_multiple_of(4))
             .unwrap();
         raw[start..start + 4].copy_from_slice(&1.0f32.to_le_bytes());
         raw[start + 4..start + 8].copy_from_slice(&2.0f32.to_le_bytes());
         let whole = Bytes::from(raw);
         let t = Tensor::new("x", DataType::Fp32, vec![2], whole.slice(start..start + 8)).unwrap();
-        assert_ne!(t.data().as_ptr() as usize % 4, 0);
+        assert!(!(t.data().as_ptr() as usize).is_multiple_of(4));
         assert_eq!(
             t.as_slice::<f32>().unwrap_err().to_string(),
             "tensor 'x': data is not aligned to 4 bytes for a zero-copy FP32 view; use values or to_vec"

@@ -79,7 +79,8 @@ impl Golden {
 impl JsonTensor {
     fn into_tensor(self) -> Result<Tensor> {
         let name = self.name;
-        let bad = |i: usize| Error::tensor(&name, format!("element {i} is not a {}", self.datatype));
+        let bad =
+            |i: usize| Error::tensor(&name, format!("element {i} is not a {}", self.datatype));
         macro_rules! numbers {
             ($ty:ty, $get:ident) => {{
                 let values = self
@@ -125,7 +126,12 @@ impl JsonTensor {
 
 /// Checks that two FP32 tensors agree element by element within `|a - e| <= atol + rtol
 /// * |e|`, with the same name, shape and type; the error says where they first differ.
-pub fn assert_close(actual: &Tensor, expected: &Tensor, atol: f32, rtol: f32) -> Result<(), String> {
+pub fn assert_close(
+    actual: &Tensor,
+    expected: &Tensor,
+    atol: f32,
+    rtol: f32,
+) -> Result<(), String> {
     if actual.name() != expected.name()
         || actual.shape() != expected.shape()
         || actual.dtype() != expected.dtype()
@@ -142,11 +148,14 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, atol: f32, rtol: f32) ->
     }
     let a = actual.to_vec::<f32>().map_err(|e| e.to_string())?;
     let e = expected.to_vec::<f32>().map_err(|e| e.to_string())?;
-    match a
-        .iter()
-        .zip(&e)
-        .position(|(a, e)| !((a - e).abs() <= atol + rtol * e.abs()))
-    {
+    match a.iter().zip(&e).position(|(a, e)| {
+        // NaN anywhere counts as a difference.
+        let tolerance = atol + rtol * e.abs();
+        matches!(
+            (a - e).abs().partial_cmp(&tolerance),
+            None | Some(std::cmp::Ordering::Greater)
+        )
+    }) {
         Some(i) => Err(format!(
             "{}: element {i} is {}, expected {} (atol {atol}, rtol {rtol})",
             actual.name(),

@@ -1,6 +1,9 @@
 //! Every bundled model, read the way a user's model would be: format by content,
 //! signature from the model, files hashed; and every broken file refused with its reason.
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 
@@ -48,7 +51,10 @@ fn onnx_mlp() {
     assert_eq!(m.entry.properties["onnx.producer"], "mlops-testdata");
     assert_eq!(m.files.len(), 1);
     assert_eq!(m.files[0].path, "mlp.onnx");
-    assert_eq!(m.files[0].size, fs::metadata(testdata("mlp.onnx")).unwrap().len());
+    assert_eq!(
+        m.files[0].size,
+        fs::metadata(testdata("mlp.onnx")).unwrap().len()
+    );
     assert_eq!(m.files[0].sha256, sha256_of(&testdata("mlp.onnx")));
 }
 
@@ -58,7 +64,11 @@ fn onnx_cnn() {
     assert_eq!(
         m.signature,
         Some(Signature::new(
-            vec![spec("image", DataType::Fp32, &[DYN, fixed(3), fixed(32), fixed(32)])],
+            vec![spec(
+                "image",
+                DataType::Fp32,
+                &[DYN, fixed(3), fixed(32), fixed(32)]
+            )],
             vec![spec("logits", DataType::Fp32, &[DYN, fixed(10)])],
         ))
     );
@@ -99,8 +109,14 @@ fn safetensors_weights_are_not_a_signature() {
             spec("fc2.weight", DataType::Fp32, &[fixed(16), fixed(128)]),
         ]
     );
-    assert_eq!(m.entry.properties["safetensors.metadata.architecture"], "mlp");
-    assert_eq!(m.entry.properties["safetensors.metadata.layers"], "64,128,16");
+    assert_eq!(
+        m.entry.properties["safetensors.metadata.architecture"],
+        "mlp"
+    );
+    assert_eq!(
+        m.entry.properties["safetensors.metadata.layers"],
+        "64,128,16"
+    );
 }
 
 #[test]
@@ -111,7 +127,11 @@ fn torchscript_is_told_from_a_checkpoint() {
     assert_eq!(m.signature, None);
     let err = ModelManifest::from_path(&testdata("bad/checkpoint.pt")).unwrap_err();
     assert!(matches!(err, Error::UnsupportedFormat { .. }));
-    assert!(err.to_string().contains("a PyTorch checkpoint (torch.save)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("a PyTorch checkpoint (torch.save)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +172,11 @@ fn mlflow_onnx_model_uses_the_onnx_file_inside() {
 #[test]
 fn mlflow_column_signature() {
     let m = manifest("mlflow_columns");
-    assert_eq!(m.entry.format, ModelFormat::Mlflow, "a pyfunc model has no native entry");
+    assert_eq!(
+        m.entry.format,
+        ModelFormat::Mlflow,
+        "a pyfunc model has no native entry"
+    );
     assert_eq!(
         m.signature,
         Some(Signature::new(
@@ -227,7 +251,10 @@ fn golden_inputs_fit_their_models_signatures() {
             let expected: Vec<Dim> = spec.shape.clone().unwrap();
             assert_eq!(output.shape().len(), expected.len(), "{model}");
             assert!(
-                expected.iter().zip(output.shape()).all(|(d, &n)| d.accepts(n)),
+                expected
+                    .iter()
+                    .zip(output.shape())
+                    .all(|(d, &n)| d.accepts(n)),
                 "{model}: output {} has shape {:?}",
                 output.name(),
                 output.shape()
@@ -246,40 +273,71 @@ fn detection_ignores_file_names() {
     ] {
         let path = dir.path().join(disguise);
         fs::copy(testdata(source), &path).unwrap();
-        assert_eq!(detect(&path).unwrap(), format, "{source} renamed {disguise}");
+        assert_eq!(
+            detect(&path).unwrap(),
+            format,
+            "{source} renamed {disguise}"
+        );
         fs::remove_file(&path).unwrap();
     }
     // A file named like a model but holding text is not one.
     let fake = dir.path().join("model.onnx");
     fs::write(&fake, "not really").unwrap();
-    assert!(matches!(detect(&fake), Err(Error::UnsupportedFormat { .. })));
+    assert!(matches!(
+        detect(&fake),
+        Err(Error::UnsupportedFormat { .. })
+    ));
 }
 
 #[test]
 fn broken_files_are_refused_with_their_reason() {
     let cases: [(&str, &str); 10] = [
-        ("bad/empty.bin", "unsupported model format: the file is empty"),
-        ("bad/random.bin", "unsupported model format: unrecognized content"),
-        ("bad/not_a_model.txt", "unsupported model format: unrecognized content"),
-        ("bad/truncated_mlp.onnx", "malformed ONNX model: not a valid ModelProto"),
-        ("bad/truncated.safetensors", "malformed safetensors file: header length"),
+        (
+            "bad/empty.bin",
+            "unsupported model format: the file is empty",
+        ),
+        (
+            "bad/random.bin",
+            "unsupported model format: unrecognized content",
+        ),
+        (
+            "bad/not_a_model.txt",
+            "unsupported model format: unrecognized content",
+        ),
+        (
+            "bad/truncated_mlp.onnx",
+            "malformed ONNX model: not a valid ModelProto",
+        ),
+        (
+            "bad/truncated.safetensors",
+            "malformed safetensors file: header length",
+        ),
         (
             "bad/short_data.safetensors",
             "malformed safetensors file: the weights need 41536 bytes of data but the file holds 41436",
         ),
-        ("bad/bad_yaml", "invalid manifest: not a valid MLmodel YAML document"),
+        (
+            "bad/bad_yaml",
+            "invalid manifest: not a valid MLmodel YAML document",
+        ),
         (
             "bad/truncated_savedmodel",
             "malformed TensorFlow SavedModel: saved_model.pb is not a valid SavedModel message",
         ),
-        ("bad/checkpoint.pt", "unsupported model format: a PyTorch checkpoint"),
+        (
+            "bad/checkpoint.pt",
+            "unsupported model format: a PyTorch checkpoint",
+        ),
         ("bad/no_such_file.onnx", "No such file or directory"),
     ];
     for (relative, reason) in cases {
         let path = testdata(relative);
         let err = ModelManifest::from_path(&path).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains(reason), "{relative}: '{message}' should say '{reason}'");
+        assert!(
+            message.contains(reason),
+            "{relative}: '{message}' should say '{reason}'"
+        );
         assert!(
             message.contains(&*path.file_name().unwrap().to_string_lossy()),
             "{relative}: '{message}' should name the file"
@@ -296,12 +354,57 @@ fn a_directory_takes_the_format_of_its_one_model() {
     let m = ModelManifest::from_path(dir.path()).unwrap();
     assert_eq!(m.format, ModelFormat::Onnx);
     assert_eq!(m.entry.path, "model.onnx");
-    assert_eq!(m.files.len(), 2, "every file of the directory travels with it");
+    assert_eq!(
+        m.files.len(),
+        2,
+        "every file of the directory travels with it"
+    );
 
     fs::copy(testdata("mlp.onnx"), dir.path().join("other.onnx")).unwrap();
-    let err = ModelManifest::from_path(dir.path()).unwrap_err().to_string();
+    let err = ModelManifest::from_path(dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("several models (model.onnx is ONNX model, other.onnx is ONNX model)"),
         "{err}"
     );
+}
+
+#[test]
+fn onnx_external_data_travels_with_the_model() {
+    let m = manifest("mlp_external/model.onnx");
+    assert_eq!(m.signature, Some(mlp_signature()));
+    let files: Vec<(&str, String)> = m
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.sha256.clone()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                "model.onnx",
+                sha256_of(&testdata("mlp_external/model.onnx"))
+            ),
+            (
+                "weights.bin",
+                sha256_of(&testdata("mlp_external/weights.bin"))
+            ),
+        ]
+    );
+    // Weights outside the model: the graph file alone is small.
+    assert!(m.files[0].size < 2_000, "{}", m.files[0].size);
+    assert_eq!(m.size_bytes(), m.files[0].size + m.files[1].size);
+
+    // A model whose external data is missing says so.
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(
+        testdata("mlp_external/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    let err = ModelManifest::from_path(&dir.path().join("model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weights.bin"), "{err}");
 }

@@ -82,7 +82,7 @@ fn truncated(file_len: u64) -> Error {
 }
 
 fn check_header_len(header_len: u64, file_len: u64) -> Result<u64> {
-    if header_len < 2 || header_len > MAX_HEADER_LEN {
+    if !(2..=MAX_HEADER_LEN).contains(&header_len) {
         return Err(Error::malformed(
             ModelFormat::Safetensors,
             format!("header length {header_len} is outside 2..={MAX_HEADER_LEN}"),
