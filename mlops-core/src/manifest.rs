@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,9 @@ const MLFLOW_TIME: &str = "%Y-%m-%d %H:%M:%S%.6f";
 pub struct ModelManifest {
     /// The model's name.
     pub name: String,
-    /// The format of the package as found: for an MLflow directory, `mlflow`.
+    /// The format of the package: `mlflow` for a directory MLflow wrote. A package whose
+    /// `MLmodel` this library wrote keeps the format recorded then (an ONNX model
+    /// described by an `MLmodel` is still `onnx`).
     pub format: ModelFormat,
     /// The file or directory a runtime loads, and its format.
     pub entry: ModelEntry,
@@ -112,28 +115,6 @@ pub struct Lineage {
     pub source: Option<String>,
 }
 
-/// This library's fields under `metadata.mlops` of an `MLmodel` file.
-#[derive(Serialize, Deserialize)]
-struct OwnFields {
-    name: String,
-    format: ModelFormat,
-    entry: ModelEntry,
-    #[serde(default)]
-    signature: Option<Signature>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    weights: Vec<TensorSpec>,
-    files: Vec<FileEntry>,
-    #[serde(default)]
-    metrics: BTreeMap<String, f64>,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    lineage: Lineage,
-    created_at: DateTime<Utc>,
-}
-
 impl ModelManifest {
     /// Learns a manifest from a model file or directory: detects its format by content,
     /// reads its signature, and hashes every file.
@@ -185,23 +166,11 @@ impl ModelManifest {
             doc.metadata = None;
         }
         if let Some(own) = own {
-            let own: OwnFields = serde_json::from_value(own).map_err(|e| {
+            let mut manifest: ModelManifest = serde_json::from_value(own).map_err(|e| {
                 Error::manifest(format!("metadata.{MLMODEL_METADATA_KEY} is not valid: {e}"))
             })?;
-            return Ok(ModelManifest {
-                name: own.name,
-                format: own.format,
-                entry: own.entry,
-                signature: own.signature,
-                weights: own.weights,
-                files: own.files,
-                metrics: own.metrics,
-                params: own.params,
-                tags: own.tags,
-                lineage: own.lineage,
-                created_at: own.created_at,
-                mlflow: Some(doc),
-            });
+            manifest.mlflow = Some(doc);
+            return Ok(manifest);
         }
         let signature = doc.parse_signature()?;
         let created_at = doc
@@ -256,18 +225,10 @@ impl ModelManifest {
         if doc.model_uuid.is_none() {
             doc.model_uuid = Some(self.content_id());
         }
-        let own = OwnFields {
-            name: self.name.clone(),
-            format: self.format,
-            entry: self.entry.clone(),
-            signature: self.signature.clone(),
-            weights: self.weights.clone(),
-            files: self.files.clone(),
-            metrics: self.metrics.clone(),
-            params: self.params.clone(),
-            tags: self.tags.clone(),
-            lineage: self.lineage.clone(),
-            created_at: self.created_at,
+        // Everything but the MLmodel document itself, which is the file being written.
+        let own = ModelManifest {
+            mlflow: None,
+            ..self.clone()
         };
         let own = serde_json::to_value(own)
             .map_err(|e| Error::manifest(format!("cannot encode the manifest: {e}")))?;
@@ -282,7 +243,13 @@ impl ModelManifest {
     pub fn write_mlmodel(&self, dir: &Path) -> Result<PathBuf> {
         let text = self.to_mlmodel_string()?;
         let target = dir.join(MLMODEL_FILE);
-        let temp = dir.join(format!(".{MLMODEL_FILE}.tmp-{}", std::process::id()));
+        // Unique per process and call, so concurrent writers never share a temporary file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let temp = dir.join(format!(
+            ".{MLMODEL_FILE}.tmp-{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&temp)?;
             file.write_all(text.as_bytes())?;
@@ -298,7 +265,11 @@ impl ModelManifest {
 
     /// Checks every recorded file under `root` against its size and sha256.
     pub fn verify_files(&self, root: &Path) -> Result<()> {
-        let paths: Vec<PathBuf> = self.files.iter().map(|f| PathBuf::from(&f.path)).collect();
+        let paths = self
+            .files
+            .iter()
+            .map(|f| safe_relative(&f.path).map_err(|e| e.at_path(root)))
+            .collect::<Result<Vec<_>>>()?;
         let computed = hash_files(root, &paths)?;
         check_recorded(&self.files, &computed).map_err(|e| e.at_path(root))
     }
@@ -400,7 +371,8 @@ fn from_mlflow_dir(root: &Path) -> Result<ModelManifest> {
     }
     manifest.files = computed;
     if manifest.entry.format != ModelFormat::Mlflow {
-        let entry_path = root.join(&manifest.entry.path);
+        let entry_path =
+            root.join(safe_relative(&manifest.entry.path).map_err(|e| e.at_path(&file))?);
         if !entry_path.exists() {
             return Err(Error::manifest(format!(
                 "MLmodel names '{}' as its {} but there is no such file",
@@ -436,19 +408,7 @@ fn describe_entry(manifest: &mut ModelManifest, path: &Path) -> Result<Vec<PathB
                 props.insert(format!("onnx.metadata.{key}"), value);
             }
             for location in info.external_data {
-                let relative = PathBuf::from(&location);
-                if relative.is_absolute()
-                    || relative
-                        .components()
-                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-                {
-                    return Err(Error::malformed(
-                        ModelFormat::Onnx,
-                        format!("external data location '{location}' leaves the model's directory"),
-                    )
-                    .at_path(path));
-                }
-                companions.push(relative);
+                companions.push(safe_relative(&location).map_err(|e| e.at_path(path))?);
             }
             manifest.signature = Some(info.signature);
         }
@@ -468,12 +428,7 @@ fn describe_entry(manifest: &mut ModelManifest, path: &Path) -> Result<Vec<PathB
                     .collect::<Vec<_>>()
                     .join(","),
             );
-            let Some((name, signature)) = info.default_signature() else {
-                return Err(Error::unsupported(
-                    "the SavedModel has no signatures to serve; save it with signatures=…",
-                )
-                .at_path(&pb));
-            };
+            let (name, signature) = info.default_signature().map_err(|e| e.at_path(&pb))?;
             manifest.entry.signature_name = Some(name.to_owned());
             manifest.signature = Some(signature.clone());
         }
@@ -530,6 +485,11 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
             .map_err(|e| Error::io(&dir, e))?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
+            // Hidden files (a `.git` folder, an interrupted write's temporary file) are not
+            // part of the model.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let path = relative.join(entry.file_name());
             let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
             if kind.is_dir() {
@@ -590,6 +550,24 @@ fn check_recorded(recorded: &[FileEntry], computed: &[FileEntry]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// A path from a manifest or a model file, checked to stay inside the package: relative,
+/// with no `..`, no root and no NUL.
+fn safe_relative(path: &str) -> Result<PathBuf> {
+    let candidate = PathBuf::from(path);
+    let escapes = path.is_empty()
+        || path.contains('\0')
+        || candidate
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
+        return Err(Error::manifest(format!(
+            "path '{}' does not name a file inside the model package",
+            path.escape_debug()
+        )));
+    }
+    Ok(candidate)
 }
 
 fn slash_path(path: &Path) -> String {

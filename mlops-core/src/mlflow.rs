@@ -94,12 +94,16 @@ impl MlModel {
 }
 
 /// Writes a signature in MLflow's tensor-spec form. Returns `None` when a tensor's rank is
-/// unknown, which MLflow's tensor specs cannot express.
+/// unknown, or its type is BF16: MLflow's tensor specs (NumPy dtypes) cannot express
+/// either.
 pub fn signature_to_mlflow(signature: &Signature) -> Option<MlSignature> {
     let schema = |specs: &[TensorSpec]| -> Option<String> {
         let list: Option<Vec<Value>> = specs
             .iter()
             .map(|s| {
+                if s.dtype == DataType::Bf16 {
+                    return None;
+                }
                 let shape: Vec<i64> = s.shape.as_ref()?.iter().map(|d| d.to_i64()).collect();
                 Some(serde_json::json!({
                     "type": "tensor",
@@ -118,7 +122,8 @@ pub fn signature_to_mlflow(signature: &Signature) -> Option<MlSignature> {
 }
 
 /// Reads one schema (a JSON list) in tensor-spec or column form. Unnamed entries are named
-/// by role and position: `input_0`, `output_1`.
+/// by role and position: `input_0`, `output_1`. Every column becomes a required input:
+/// MLflow's `required: false` has no counterpart in an Open Inference Protocol signature.
 fn parse_schema(text: &str, role: &str) -> Result<Vec<TensorSpec>> {
     let entries: Vec<Value> = serde_json::from_str(text).map_err(|e| {
         Error::manifest(format!("the signature's {role}s are not a JSON list: {e}"))

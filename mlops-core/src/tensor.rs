@@ -270,7 +270,10 @@ impl Tensor {
                     ),
                 ));
             }
-            rows += part.shape[0];
+            rows = rows.checked_add(part.shape[0]).ok_or_else(|| {
+                Error::tensor(&part.name, "the batch dimension overflows when stacked")
+            })?;
+            // The parts' buffers exist, so their lengths add up within memory.
             bytes += part.data.len();
         }
         let mut data = BytesMut::with_capacity(bytes);
@@ -306,10 +309,13 @@ impl Tensor {
                     format!("split sizes {sizes:?} do not add up to the batch dimension {rows}"),
                 )
             })?;
-        let row_elements: usize = self.shape[1..].iter().product();
+        // Checked: a shape with a zero dimension is valid whatever its other dimensions.
+        let row_elements = element_count(&self.name, &self.shape[1..])?;
         let boundaries: Vec<usize> = match self.dtype.size() {
             Some(size) => {
-                let row_bytes = row_elements * size;
+                let row_bytes = row_elements.checked_mul(size).ok_or_else(|| {
+                    Error::tensor(&self.name, format!("shape {:?} is too large", self.shape))
+                })?;
                 let mut at = 0;
                 std::iter::once(0)
                     .chain(sizes.iter().map(|&s| {
@@ -588,6 +594,22 @@ mod tests {
                 "tensor 'x': split sizes [{}, 2] do not add up to the batch dimension 1",
                 usize::MAX
             )
+        );
+        // Empty tensors may have any other dimensions; stacking or splitting them must not
+        // overflow.
+        let wide_empty =
+            Tensor::new("e", DataType::Fp32, vec![usize::MAX, 0], Bytes::new()).unwrap();
+        assert_eq!(
+            Tensor::concat_batch(&[wide_empty.clone(), wide_empty])
+                .unwrap_err()
+                .to_string(),
+            "tensor 'e': the batch dimension overflows when stacked"
+        );
+        let deep_empty =
+            Tensor::new("e", DataType::Fp32, vec![0, usize::MAX, 2], Bytes::new()).unwrap();
+        assert_eq!(
+            deep_empty.split_batch(&[0]).unwrap_err().to_string(),
+            format!("tensor 'e': shape [{}, 2] is too large", usize::MAX)
         );
         let single = Tensor::concat_batch(std::slice::from_ref(&a)).unwrap();
         assert_eq!(single.data().as_ptr(), a.data().as_ptr());

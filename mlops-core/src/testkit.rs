@@ -87,7 +87,11 @@ impl JsonTensor {
                     .data
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| v.$get().map(|x| x as $ty).ok_or_else(|| bad(i)))
+                    .map(|(i, v)| {
+                        v.$get()
+                            .and_then(|x| <$ty>::from_golden(x))
+                            .ok_or_else(|| bad(i))
+                    })
                     .collect::<Result<Vec<$ty>>>()?;
                 Tensor::from_vec(name.clone(), self.shape, values)
             }};
@@ -123,6 +127,36 @@ impl JsonTensor {
         }
     }
 }
+
+/// Converts a JSON number to an element type, refusing what does not fit.
+trait FromGolden<T>: Sized {
+    fn from_golden(value: T) -> Option<Self>;
+}
+
+impl FromGolden<f64> for f32 {
+    fn from_golden(value: f64) -> Option<Self> {
+        // Golden files hold exact float32 values written as f64.
+        Some(value as f32)
+    }
+}
+
+impl FromGolden<f64> for f64 {
+    fn from_golden(value: f64) -> Option<Self> {
+        Some(value)
+    }
+}
+
+macro_rules! integer_from_golden {
+    ($($ty:ty: $from:ty),*) => {$(
+        impl FromGolden<$from> for $ty {
+            fn from_golden(value: $from) -> Option<Self> {
+                <$ty>::try_from(value).ok()
+            }
+        }
+    )*};
+}
+
+integer_from_golden!(i32: i64, i64: i64, u8: u64);
 
 /// Checks that two FP32 tensors agree element by element within `|a - e| <= atol + rtol
 /// * |e|`, with the same name, shape and type; the error says where they first differ.

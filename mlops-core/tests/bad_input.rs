@@ -25,21 +25,25 @@ fn read_everything(bytes: &[u8]) {
     }
 }
 
-fn model_files() -> Vec<Vec<u8>> {
-    [
-        "mlp.onnx",
-        "cnn.onnx",
-        "torch_tagger.onnx",
-        "mlp.safetensors",
-        "mlp.torchscript.pt",
-        "tf_savedmodel/saved_model.pb",
-        "tf_named_signature/saved_model.pb",
-        "mlflow_onnx/MLmodel",
-        "mlflow_columns/MLmodel",
-    ]
-    .iter()
-    .map(|f| fs::read(testdata(f)).unwrap())
-    .collect()
+/// The bundled models' bytes, read once for all cases.
+fn model_files() -> &'static [Vec<u8>] {
+    static FILES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        [
+            "mlp.onnx",
+            "cnn.onnx",
+            "torch_tagger.onnx",
+            "mlp.safetensors",
+            "mlp.torchscript.pt",
+            "tf_savedmodel/saved_model.pb",
+            "tf_named_signature/saved_model.pb",
+            "mlflow_onnx/MLmodel",
+            "mlflow_columns/MLmodel",
+        ]
+        .iter()
+        .map(|f| fs::read(testdata(f)).unwrap())
+        .collect()
+    });
+    &FILES
 }
 
 proptest! {

@@ -162,7 +162,12 @@ fn mlflow_onnx_model_uses_the_onnx_file_inside() {
         mlflow.metadata.as_ref().unwrap()["source"],
         serde_json::json!("mlops testdata")
     );
-    assert_eq!(m.created_at.format("%Y-%m-%d").to_string().len(), 10);
+    // The time MLflow recorded, not the time of reading.
+    let recorded = mlflow.utc_time_created.as_deref().unwrap();
+    assert_eq!(
+        m.created_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        recorded
+    );
     // Pointing at the MLmodel file itself means the same model.
     let via_file = manifest("mlflow_onnx/MLmodel");
     assert_eq!(via_file.entry, m.entry);
@@ -220,6 +225,11 @@ fn saved_model_without_serving_default_takes_the_first_named_signature() {
             vec![spec("tokens", DataType::Int64, &[DYN, DYN])],
             vec![spec("embedding", DataType::Fp32, &[DYN, fixed(8)])],
         ))
+    );
+    // Pointing at saved_model.pb means its folder, not a protobuf file of unknown kind.
+    assert_eq!(
+        detect(&testdata("tf_named_signature/saved_model.pb")).unwrap(),
+        ModelFormat::TfSavedModel
     );
     // Every signature is there for whoever asks by name.
     let pb = fs::read(testdata("tf_named_signature/saved_model.pb")).unwrap();

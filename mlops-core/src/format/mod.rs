@@ -118,8 +118,9 @@ pub fn detect(path: &Path) -> Result<ModelFormat> {
     locate(path).map(|found| found.format)
 }
 
-/// Detects the format of a model file held in memory. Directory formats (SavedModel,
-/// MLflow) cannot be held in one buffer and are never returned.
+/// Detects the format of a model file held in memory. An `MLmodel` document is reported
+/// as [`ModelFormat::Mlflow`]; a SavedModel's `saved_model.pb` cannot be told from other
+/// protobuf content without its folder, so it is not recognised here.
 pub fn detect_bytes(bytes: &[u8]) -> Result<ModelFormat> {
     let prefix = &bytes[..bytes.len().min(SNIFF_LEN)];
     sniff(prefix, &mut Cursor::new(bytes))
@@ -142,19 +143,18 @@ pub(crate) fn locate(path: &Path) -> Result<Located> {
     if meta.is_dir() {
         return locate_in_dir(path);
     }
-    let format = detect_file(path)?;
     let root = path
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // `saved_model.pb` and `MLmodel` stand for the directory they describe.
+    if path.file_name() == Some(SAVED_MODEL_FILE.as_ref()) {
+        return locate_in_dir(&root);
+    }
+    let format = detect_file(path)?;
     let entry = PathBuf::from(path.file_name().unwrap_or(path.as_os_str()));
     if format == ModelFormat::Mlflow {
-        // An MLmodel file stands for the directory it describes.
-        return Ok(Located {
-            format,
-            root,
-            entry: PathBuf::new(),
-        });
+        return locate_in_dir(&root);
     }
     Ok(Located {
         format,
@@ -199,8 +199,11 @@ fn locate_in_dir(dir: &Path) -> Result<Located> {
     files.sort();
     let mut models = Vec::new();
     for file in &files {
-        if let Ok(format) = detect_file(file) {
-            models.push((format, file));
+        match detect_file(file) {
+            Ok(format) => models.push((format, file)),
+            // Not a model: a README, a config, a tokenizer file.
+            Err(Error::UnsupportedFormat { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     match models.as_slice() {

@@ -192,9 +192,10 @@ fn onnx_type_name(code: i32) -> &'static str {
 /// runs past the prefix ends the walk: the full parse judges the rest.
 pub(crate) fn sniff(prefix: &[u8]) -> bool {
     let mut r = WireReader { buf: prefix, at: 0 };
-    // Field 1, varint: the IR version, 1 to 100 (10 is current).
+    // Field 1, varint: the IR version, 3 (ONNX 1.0) to 100 (10 is current). A SavedModel
+    // starts the same way with its schema version, 1.
     match (r.varint(), r.varint()) {
-        (Some(0x08), Some(1..=100)) => {}
+        (Some(0x08), Some(3..=100)) => {}
         _ => return false,
     }
     while r.at < prefix.len() {
@@ -251,6 +252,10 @@ mod tests {
         assert!(!sniff(b""));
         assert!(!sniff(b"PK\x03\x04"));
         assert!(!sniff(b"\x08\x00"), "ir_version 0");
+        assert!(
+            !sniff(b"\x08\x01\x12\x05"),
+            "a SavedModel's schema version 1"
+        );
         assert!(!sniff(b"\x08\x07\x10\x01"), "field 2 as a varint");
         assert!(sniff(b"\x08\x07\x12\x05pytor"), "producer_name");
         assert!(

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::signature::{Dim, TensorSpec};
 
 /// Headers larger than this are refused, as the reference implementation does.
-pub const MAX_HEADER_LEN: u64 = 100 * 1024 * 1024;
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
 /// What a safetensors header declares.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

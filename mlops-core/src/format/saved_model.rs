@@ -27,16 +27,37 @@ pub struct SavedModelInfo {
     /// Every signature of that meta graph by key; inputs and outputs are named by their
     /// signature keys, as TensorFlow Serving's clients name them.
     pub signatures: BTreeMap<String, Signature>,
+    /// Signatures that cannot be served (sparse, ragged or exotic tensors), with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unsupported: BTreeMap<String, String>,
 }
 
 impl SavedModelInfo {
     /// The signature served by default: `serving_default` when present, else the first
-    /// signature by name.
-    pub fn default_signature(&self) -> Option<(&str, &Signature)> {
+    /// servable signature by name. A `serving_default` that cannot be served is an error,
+    /// not a reason to serve another signature in its place.
+    pub fn default_signature(&self) -> Result<(&str, &Signature)> {
+        if let Some(reason) = self.unsupported.get(DEFAULT_SIGNATURE) {
+            return Err(Error::unsupported(reason.clone()));
+        }
         self.signatures
             .get_key_value(DEFAULT_SIGNATURE)
             .or_else(|| self.signatures.iter().next())
             .map(|(name, sig)| (name.as_str(), sig))
+            .ok_or_else(|| {
+                let why = if self.unsupported.is_empty() {
+                    "the SavedModel has no signatures to serve; save it with signatures=..."
+                        .to_owned()
+                } else {
+                    let reasons: Vec<&str> =
+                        self.unsupported.values().map(String::as_str).collect();
+                    format!(
+                        "no signature of the SavedModel can be served: {}",
+                        reasons.join("; ")
+                    )
+                };
+                Error::unsupported(why)
+            })
     }
 }
 
@@ -59,19 +80,30 @@ pub fn parse(bytes: &[u8]) -> Result<SavedModelInfo> {
         .map(|m| (m.tags, m.tensorflow_version))
         .unwrap_or_default();
     let mut signatures = BTreeMap::new();
+    let mut unsupported = BTreeMap::new();
     for (key, def) in graph.signature_def {
-        // TF 1 savers record their save/restore ops as a pseudo-signature.
+        // TensorFlow's own entries (`__saved_model_init_op`, TF 1's `__saver_def__`) are
+        // not signatures a client calls.
         if key.starts_with("__") {
             continue;
         }
-        let inputs = specs(&key, "input", &def.inputs)?;
-        let outputs = specs(&key, "output", &def.outputs)?;
-        signatures.insert(key, Signature::new(inputs, outputs));
+        let read = specs(&key, "input", &def.inputs)
+            .and_then(|inputs| Ok(Signature::new(inputs, specs(&key, "output", &def.outputs)?)));
+        match read {
+            Ok(signature) => {
+                signatures.insert(key, signature);
+            }
+            Err(Error::UnsupportedFormat { reason, .. }) => {
+                unsupported.insert(key, reason);
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(SavedModelInfo {
         tags,
         tensorflow_version,
         signatures,
+        unsupported,
     })
 }
 
