@@ -20,6 +20,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import copy
 import json
 import shutil
 import zipfile
@@ -181,8 +182,9 @@ def make_mlp():
     # The same model with its weights in an external data file, as large models ship.
     ext = fresh_dir(OUT / "mlp_external")
     ext.mkdir()
+    # save_model moves the weights out of the proto it is given: save a copy.
     onnx.save_model(
-        model,
+        copy.deepcopy(model),
         ext / "model.onnx",
         save_as_external_data=True,
         all_tensors_to_one_file=True,

@@ -154,8 +154,9 @@ fn mlflow_onnx_model_uses_the_onnx_file_inside() {
             "serving_input_example.json"
         ]
     );
+    // MLflow saved the bundled MLP unchanged, weights inside.
     let onnx = m.files.iter().find(|f| f.path == "model.onnx").unwrap();
-    assert_eq!(onnx.sha256, sha256_of(&testdata("mlflow_onnx/model.onnx")));
+    assert_eq!(onnx.sha256, sha256_of(&testdata("mlp.onnx")));
     let mlflow = m.mlflow.as_ref().unwrap();
     assert_eq!(mlflow.mlflow_version.as_deref(), Some("3.17.2"));
     assert_eq!(

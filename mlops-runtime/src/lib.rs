@@ -1,14 +1,36 @@
 //! Inference for the mlops family.
 //!
-//! This crate will own the performance core of serving:
+//! An engineer receives a standardized model (an [`mlops_core::ModelManifest`]) and serves
+//! it without model-specific code:
 //!
-//! - a small runtime trait that loads an [`mlops_core::ModelManifest`] into a session
-//!   which runs batches of [`mlops_core::Tensor`]s, checked against the model's
-//!   [`mlops_core::Signature`];
-//! - ONNX Runtime (`ort`) and `candle` sessions on CPU and GPU;
-//! - a dynamic batcher with Triton's semantics (maximum batch size, queue delay, bounded
-//!   queue, per-request deadlines) feeding model instances on their own OS threads;
-//! - a multi-model server with versions and hot swap, and an Open Inference Protocol
-//!   (KServe V2) HTTP/gRPC front end with Prometheus metrics.
+//! - an [`InferenceRuntime`] loads a manifest into [`ModelSession`]s, one per model
+//!   instance: ONNX Runtime ([`OrtRuntime`], feature `ort`, on by default) on CPU or GPU, and
+//!   [`EchoRuntime`], always compiled, for tests;
+//! - a [`Batcher`] queues requests for one model and stacks them into batches for its
+//!   instances, each on its own OS thread, with Triton's semantics (maximum batch size,
+//!   queue delay, preferred sizes, a bounded queue, per-request deadlines);
+//! - a [`ModelServer`] holds many models by name and version, loads, unloads and hot-swaps
+//!   them, and reports per-model statistics.
 //!
-//! Nothing is implemented yet; see the project's issue tracker.
+//! Inference never runs on the async executor: callers await an answer that an instance
+//! thread sends back.
+
+mod batcher;
+mod echo;
+mod error;
+#[cfg(feature = "ort")]
+mod onnx;
+mod server;
+mod session;
+mod stats;
+
+pub use batcher::{Batcher, BatcherConfig};
+pub use echo::{EchoRuntime, EchoSession};
+pub use error::{Error, Result};
+#[cfg(feature = "ort")]
+pub use onnx::{
+    ExecutionProvider, OptimizationLevel, OrtOptions, OrtRuntime, OrtSession, library_path,
+};
+pub use server::{ModelServer, ModelSpec};
+pub use session::{Device, InferenceRuntime, ModelSession};
+pub use stats::StatsSnapshot;

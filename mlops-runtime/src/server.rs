@@ -1,0 +1,306 @@
+//! The multi-model server: many models by name and version, each behind its own batcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use mlops_core::{ModelFormat, ModelManifest, Tensor};
+
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::error::{Error, Result};
+use crate::session::InferenceRuntime;
+use crate::stats::StatsSnapshot;
+
+/// How to serve one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The name to serve it under; the manifest's name when `None`.
+    pub name: Option<String>,
+    /// The version to serve it as.
+    pub version: u64,
+    /// How many instances (sessions, each on its own thread).
+    pub instances: usize,
+    /// Queueing and batching.
+    pub batcher: BatcherConfig,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            name: None,
+            version: 1,
+            instances: 1,
+            batcher: BatcherConfig::default(),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// Serves the model under this name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Serves the model as this version.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Runs this many instances.
+    pub fn with_instances(mut self, instances: usize) -> Self {
+        self.instances = instances;
+        self
+    }
+
+    /// Queues and batches requests this way.
+    pub fn with_batcher(mut self, batcher: BatcherConfig) -> Self {
+        self.batcher = batcher;
+        self
+    }
+}
+
+type Versions = BTreeMap<u64, Arc<Batcher>>;
+
+/// Holds models by name and version and routes requests to them.
+///
+/// Loading a version that is already served replaces it without failing a request:
+/// requests already queued or running on the old one finish there, new ones go to the new
+/// one. Unloading drains the same way.
+#[derive(Default)]
+pub struct ModelServer {
+    runtimes: HashMap<ModelFormat, Arc<dyn InferenceRuntime>>,
+    models: RwLock<BTreeMap<String, Versions>>,
+}
+
+impl ModelServer {
+    /// A server with no runtimes and no models.
+    pub fn new() -> Self {
+        ModelServer::default()
+    }
+
+    /// Serves models whose entry has this format with this runtime.
+    pub fn with_runtime(mut self, format: ModelFormat, runtime: Arc<dyn InferenceRuntime>) -> Self {
+        self.runtimes.insert(format, runtime);
+        self
+    }
+
+    /// Learns the manifest of a model file or directory and loads it. Reads and hashes
+    /// the model's files: call from a blocking thread in async code.
+    pub fn load_path(&self, path: &Path, spec: ModelSpec) -> Result<(String, u64)> {
+        let manifest = ModelManifest::from_path(path)?;
+        // A file's manifest names its entry relative to the file's folder.
+        let root = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
+        self.load_manifest(&manifest, &root, spec)
+    }
+
+    /// Loads a model from its manifest, whose files are under `root`, replacing the same
+    /// name and version if it is served.
+    pub fn load_manifest(
+        &self,
+        manifest: &ModelManifest,
+        root: &Path,
+        spec: ModelSpec,
+    ) -> Result<(String, u64)> {
+        let name = spec.name.clone().unwrap_or_else(|| manifest.name.clone());
+        let Some(runtime) = self.runtimes.get(&manifest.entry.format) else {
+            return Err(Error::Load {
+                model: name,
+                reason: format!(
+                    "no runtime serves {} entries; this server has {}",
+                    manifest.entry.format,
+                    self.runtime_list()
+                ),
+            });
+        };
+        let sessions = (0..spec.instances.max(1))
+            .map(|_| runtime.load(manifest, root))
+            .collect::<Result<Vec<_>>>()?;
+        let batcher = Arc::new(Batcher::start(name.clone(), sessions, spec.batcher)?);
+        let replaced = self
+            .write()
+            .entry(name.clone())
+            .or_default()
+            .insert(spec.version, batcher);
+        // Queued and running requests finish on the old version; its threads then exit.
+        drop(replaced);
+        Ok((name, spec.version))
+    }
+
+    /// Loads every model in a directory: each entry is a model named after it, or, in
+    /// Triton's layout, a folder of numbered version folders (`<name>/<version>/…`).
+    /// Entries that are not models are skipped; returns what was loaded.
+    pub fn load_repository(&self, dir: &Path, spec: &ModelSpec) -> Result<Vec<(String, u64)>> {
+        let mut entries = std::fs::read_dir(dir)
+            .and_then(|e| e.collect::<std::io::Result<Vec<_>>>())
+            .map_err(|e| {
+                Error::InvalidInput(mlops_core::Error::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                })
+            })?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut loaded = Vec::new();
+        for entry in entries {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let name = file_name.split('.').next().unwrap_or(&file_name).to_owned();
+            let path = entry.path();
+            let versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&path)
+                .map(|children| {
+                    children
+                        .filter_map(|c| c.ok())
+                        .filter_map(|c| {
+                            let v = c.file_name().to_str()?.parse::<u64>().ok()?;
+                            Some((v, c.path()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let targets = if versions.is_empty() {
+                vec![(spec.version, path)]
+            } else {
+                versions
+            };
+            for (version, path) in targets {
+                let model_spec = spec.clone().with_name(name.clone()).with_version(version);
+                match self.load_path(&path, model_spec) {
+                    Ok(id) => loaded.push(id),
+                    Err(Error::InvalidInput(mlops_core::Error::UnsupportedFormat { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Stops serving a version (or every version), letting queued requests finish.
+    pub fn unload(&self, name: &str, version: Option<u64>) -> Result<()> {
+        let mut models = self.write();
+        let Some(versions) = models.get_mut(name) else {
+            return Err(Error::ModelNotFound {
+                name: name.to_owned(),
+                version,
+            });
+        };
+        match version {
+            Some(v) => {
+                if versions.remove(&v).is_none() {
+                    return Err(Error::ModelNotFound {
+                        name: name.to_owned(),
+                        version,
+                    });
+                }
+                if versions.is_empty() {
+                    models.remove(name);
+                }
+            }
+            None => {
+                models.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The batcher serving `name` at `version`, or its latest version.
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<Batcher>> {
+        let models = self.read();
+        let found = models.get(name).and_then(|versions| match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        });
+        found.cloned().ok_or_else(|| Error::ModelNotFound {
+            name: name.to_owned(),
+            version,
+        })
+    }
+
+    /// Resolves `name` (latest version) or `name@version`.
+    pub fn resolve(&self, reference: &str) -> Result<Arc<Batcher>> {
+        match reference.rsplit_once('@') {
+            Some((name, version)) => {
+                let version = version.parse::<u64>().map_err(|_| Error::ModelNotFound {
+                    name: reference.to_owned(),
+                    version: None,
+                })?;
+                self.get(name, Some(version))
+            }
+            None => self.get(reference, None),
+        }
+    }
+
+    /// Runs one request on `name` at `version` (or its latest). A request that meets a
+    /// version just replaced is sent to its replacement.
+    pub async fn infer(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>> {
+        let batcher = self.get(name, version)?;
+        match batcher.infer(inputs.clone()).await {
+            Err(Error::ShuttingDown { .. }) => {
+                let current = self.get(name, version)?;
+                if Arc::ptr_eq(&current, &batcher) {
+                    return Err(Error::ShuttingDown {
+                        model: name.to_owned(),
+                    });
+                }
+                current.infer(inputs).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Every served model and its versions, by name.
+    pub fn models(&self) -> BTreeMap<String, Vec<u64>> {
+        self.read()
+            .iter()
+            .map(|(name, versions)| (name.clone(), versions.keys().copied().collect()))
+            .collect()
+    }
+
+    /// The statistics of `name` at `version` (or its latest).
+    pub fn stats(&self, name: &str, version: Option<u64>) -> Result<StatsSnapshot> {
+        self.get(name, version).map(|b| b.stats())
+    }
+
+    /// Unloads everything and waits for every instance thread to finish its queue.
+    pub fn shutdown(&self) {
+        let models = std::mem::take(&mut *self.write());
+        for batcher in models.into_values().flat_map(BTreeMap::into_values) {
+            batcher.shutdown();
+        }
+    }
+
+    fn runtime_list(&self) -> String {
+        let mut names: Vec<String> = self
+            .runtimes
+            .iter()
+            .map(|(format, runtime)| format!("{} for {format}", runtime.name()))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Versions>> {
+        self.models.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Versions>> {
+        self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
