@@ -235,6 +235,11 @@ impl Batcher {
         self.shared.stats.snapshot()
     }
 
+    /// Requests waiting in the queue now (not counting those running).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().items.len()
+    }
+
     /// Whether the batcher takes requests.
     pub fn is_ready(&self) -> bool {
         !self.shared.lock().closed

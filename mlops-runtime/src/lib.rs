@@ -31,6 +31,6 @@ pub use error::{Error, Result};
 pub use onnx::{
     ExecutionProvider, OptimizationLevel, OrtOptions, OrtRuntime, OrtSession, library_path,
 };
-pub use server::{ModelServer, ModelSpec};
+pub use server::{ModelServer, ModelSpec, RepositoryReport};
 pub use session::{Device, InferenceRuntime, ModelSession};
 pub use stats::StatsSnapshot;

@@ -63,6 +63,15 @@ impl ModelSpec {
 
 type Versions = BTreeMap<u64, Arc<Batcher>>;
 
+/// What [`ModelServer::load_repository`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepositoryReport {
+    /// The models now served, as `(name, version)`.
+    pub loaded: Vec<(String, u64)>,
+    /// The entries not served, as `(file name, reason)`.
+    pub skipped: Vec<(String, String)>,
+}
+
 /// Holds models by name and version and routes requests to them.
 ///
 /// Loading a version that is already served replaces it without failing a request:
@@ -134,20 +143,21 @@ impl ModelServer {
         Ok((name, spec.version))
     }
 
-    /// Loads every model in a directory: each entry is a model named after it, or, in
-    /// Triton's layout, a folder of numbered version folders (`<name>/<version>/…`).
-    /// Entries that are not models are skipped; returns what was loaded.
-    pub fn load_repository(&self, dir: &Path, spec: &ModelSpec) -> Result<Vec<(String, u64)>> {
+    /// Loads every model in a directory: each entry is a model named after it (up to its
+    /// first dot), or, in Triton's layout, a folder of numbered version folders
+    /// (`<name>/<version>/…`). Entries that are not models, or that no runtime serves, or
+    /// that fail to load are reported, not fatal: the rest are served.
+    pub fn load_repository(&self, dir: &Path, spec: &ModelSpec) -> Result<RepositoryReport> {
         let mut entries = std::fs::read_dir(dir)
             .and_then(|e| e.collect::<std::io::Result<Vec<_>>>())
-            .map_err(|e| {
+            .map_err(|source| {
                 Error::InvalidInput(mlops_core::Error::Io {
                     path: dir.to_path_buf(),
-                    source: e,
+                    source,
                 })
             })?;
         entries.sort_by_key(|e| e.file_name());
-        let mut loaded = Vec::new();
+        let mut report = RepositoryReport::default();
         for entry in entries {
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if file_name.starts_with('.') {
@@ -155,32 +165,29 @@ impl ModelServer {
             }
             let name = file_name.split('.').next().unwrap_or(&file_name).to_owned();
             let path = entry.path();
-            let versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&path)
+            let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&path)
                 .map(|children| {
                     children
-                        .filter_map(|c| c.ok())
                         .filter_map(|c| {
-                            let v = c.file_name().to_str()?.parse::<u64>().ok()?;
-                            Some((v, c.path()))
+                            let c = c.ok()?;
+                            Some((c.file_name().to_str()?.parse::<u64>().ok()?, c.path()))
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            let targets = if versions.is_empty() {
-                vec![(spec.version, path)]
-            } else {
-                versions
-            };
-            for (version, path) in targets {
+            versions.sort();
+            if versions.is_empty() {
+                versions.push((spec.version, path));
+            }
+            for (version, path) in versions {
                 let model_spec = spec.clone().with_name(name.clone()).with_version(version);
                 match self.load_path(&path, model_spec) {
-                    Ok(id) => loaded.push(id),
-                    Err(Error::InvalidInput(mlops_core::Error::UnsupportedFormat { .. })) => {}
-                    Err(e) => return Err(e),
+                    Ok(id) => report.loaded.push(id),
+                    Err(e) => report.skipped.push((file_name.clone(), e.to_string())),
                 }
             }
         }
-        Ok(loaded)
+        Ok(report)
     }
 
     /// Stops serving a version (or every version), letting queued requests finish.

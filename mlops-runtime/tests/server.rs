@@ -1,0 +1,166 @@
+//! The model server over real ONNX models: routing by name and version, hot swap under
+//! load, unload, statistics.
+
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+#![cfg(feature = "ort")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use mlops_core::ModelFormat;
+use mlops_core::testkit::{Golden, assert_close, testdata};
+use mlops_runtime::{BatcherConfig, Error, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+
+fn server() -> ModelServer {
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
+    ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_models_by_name_and_version() {
+    let server = server();
+    server
+        .load_path(&testdata("mlp.onnx"), ModelSpec::default())
+        .unwrap();
+    server
+        .load_path(&testdata("cnn.onnx"), ModelSpec::default().with_version(3))
+        .unwrap();
+    assert_eq!(
+        server.models().into_iter().collect::<Vec<_>>(),
+        vec![("cnn".to_owned(), vec![3]), ("mlp".to_owned(), vec![1])]
+    );
+    for (name, golden) in [("mlp", "mlp"), ("cnn@3", "cnn")] {
+        let golden = Golden::load(golden).unwrap();
+        let batcher = server.resolve(name).unwrap();
+        let out = batcher.infer(golden.inputs.clone()).await.unwrap();
+        assert_close(&out[0], &golden.outputs[0], 1e-5, 1e-4).unwrap();
+    }
+    let golden = Golden::load("mlp").unwrap();
+    let out = server
+        .infer("mlp", Some(1), golden.inputs.clone())
+        .await
+        .unwrap();
+    assert_close(&out[0], &golden.outputs[0], 1e-5, 1e-4).unwrap();
+    assert_eq!(server.stats("mlp", None).unwrap().request_success, 2);
+
+    let missing = server.resolve("cnn@2").map(|_| ()).unwrap_err();
+    assert_eq!(missing.to_string(), "model 'cnn' version 2 is not loaded");
+    let unknown = server.infer("bert", None, vec![]).await.unwrap_err();
+    assert!(matches!(unknown, Error::ModelNotFound { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_version_answers_a_request_without_one() {
+    let server = server();
+    server
+        .load_path(&testdata("mlp.onnx"), ModelSpec::default().with_name("m"))
+        .unwrap();
+    server
+        .load_path(
+            &testdata("cnn.onnx"),
+            ModelSpec::default().with_name("m").with_version(2),
+        )
+        .unwrap();
+    assert_eq!(
+        server.resolve("m").unwrap().signature().inputs[0].name,
+        "image"
+    );
+    assert_eq!(
+        server.resolve("m@1").unwrap().signature().inputs[0].name,
+        "x"
+    );
+    server.unload("m", Some(2)).unwrap();
+    assert_eq!(server.resolve("m").unwrap().signature().inputs[0].name, "x");
+    server.unload("m", None).unwrap();
+    assert!(matches!(
+        server.resolve("m").map(|_| ()).unwrap_err(),
+        Error::ModelNotFound { .. }
+    ));
+    assert!(server.unload("m", None).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_fails_no_request() {
+    let server = Arc::new(server());
+    let spec = ModelSpec::default()
+        .with_instances(2)
+        .with_batcher(BatcherConfig::default().with_max_batch_size(8));
+    server
+        .load_path(&testdata("mlp.onnx"), spec.clone())
+        .unwrap();
+    let golden = Golden::load("mlp").unwrap();
+    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+    let expected = golden.outputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (server, stop, answered) = (
+            Arc::clone(&server),
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+        );
+        let (row, expected) = (row.clone(), expected.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let out = server.infer("mlp", None, vec![row.clone()]).await.unwrap();
+                assert_close(&out[0], &expected, 1e-5, 1e-4).unwrap();
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Replace the served version five times while the clients run.
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        let (server, spec) = (Arc::clone(&server), spec.clone());
+        tokio::task::spawn_blocking(move || server.load_path(&testdata("mlp.onnx"), spec))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(
+        answered.load(Ordering::Relaxed) > 100,
+        "{} answered",
+        answered.load(Ordering::Relaxed)
+    );
+    assert_eq!(server.models()["mlp"], vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
+    let server = server();
+    let report = server
+        .load_repository(&testdata(""), &ModelSpec::default())
+        .unwrap();
+    let loaded: Vec<&str> = report
+        .loaded
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        loaded,
+        ["cnn", "mlflow_onnx", "mlp", "mlp_external", "torch_tagger"]
+    );
+    let skipped: Vec<&str> = report
+        .skipped
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(skipped.contains(&"tf_savedmodel"), "{skipped:?}");
+    assert!(skipped.contains(&"mlp.safetensors"), "{skipped:?}");
+    let golden = Golden::load("torch_tagger").unwrap();
+    let out = server
+        .infer("torch_tagger", None, golden.inputs.clone())
+        .await
+        .unwrap();
+    for (got, want) in out.iter().zip(&golden.outputs) {
+        assert_close(got, want, 1e-5, 1e-4).unwrap();
+    }
+}
