@@ -104,6 +104,13 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// The library this process opens: `ORT_DYLIB_PATH`, else the one the build fetched.
 pub fn library_path() -> Result<PathBuf> {
+    find_library().map_err(|reason| Error::Unavailable {
+        backend: BACKEND,
+        reason,
+    })
+}
+
+fn find_library() -> std::result::Result<PathBuf, String> {
     let path = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
         .or_else(|| {
@@ -112,22 +119,16 @@ pub fn library_path() -> Result<PathBuf> {
                 .map(PathBuf::from)
         });
     let Some(path) = path else {
-        return Err(Error::Unavailable {
-            backend: BACKEND,
-            reason: format!(
-                "no library: the build could not fetch it ({}); set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer",
-                option_env!("MLOPS_ORT_FETCH_ERROR").unwrap_or("no reason recorded")
-            ),
-        });
+        return Err(format!(
+            "no library: the build could not fetch it ({}); set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer",
+            option_env!("MLOPS_ORT_FETCH_ERROR").unwrap_or("no reason recorded")
+        ));
     };
     if !path.is_file() {
-        return Err(Error::Unavailable {
-            backend: BACKEND,
-            reason: format!(
-                "no library at {}; set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer",
-                path.display()
-            ),
-        });
+        return Err(format!(
+            "no library at {}; set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or newer",
+            path.display()
+        ));
     }
     Ok(path)
 }
@@ -135,7 +136,7 @@ pub fn library_path() -> Result<PathBuf> {
 fn environment() -> Result<Environment> {
     ENVIRONMENT
         .get_or_init(|| {
-            let path = library_path().map_err(|e| e.to_string())?;
+            let path = find_library()?;
             ort::init_from(&path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?
                 .with_name("mlops")
