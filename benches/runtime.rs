@@ -3,7 +3,7 @@
 //! with one and two instances.
 //!
 //! ```text
-//! cargo bench --bench runtime
+//! cargo bench --bench runtime --features candle
 //! ```
 //!
 //! Each iteration of a batcher bench submits `concurrency` requests at once and waits for
@@ -116,5 +116,33 @@ fn batcher(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, raw_session, batcher);
+/// The same MLP (same weights) in candle and in ONNX Runtime, one thread each.
+#[cfg(feature = "candle")]
+fn candle_vs_ort(c: &mut Criterion) {
+    use mlops::runtime::{CandleRuntime, Device};
+    let golden = Golden::load("mlp").expect("golden data");
+    let mut group = c.benchmark_group(format!("{DEVICE}/mlp_candle_vs_ort"));
+    let mut ort = session("mlp.onnx", 1);
+    let mut candle = CandleRuntime::new(Device::Cpu)
+        .and_then(|r| r.open(&testdata("mlp.safetensors")))
+        .expect("candle MLP");
+    for rows in [1usize, 32, 128] {
+        let input = vec![batch_of(&golden, rows)];
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_with_input(BenchmarkId::new("ort", rows), &input, |b, input| {
+            b.iter(|| ort.run(black_box(input)).expect("runs"))
+        });
+        group.bench_with_input(BenchmarkId::new("candle", rows), &input, |b, input| {
+            b.iter(|| candle.run(black_box(input)).expect("runs"))
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "candle"))]
+fn candle_vs_ort(_: &mut Criterion) {
+    eprintln!("candle vs ort skipped: run with --features candle");
+}
+
+criterion_group!(benches, raw_session, batcher, candle_vs_ort);
 criterion_main!(benches);

@@ -6,4 +6,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 MLOPS_TEST_PYTHON="$(scripts/python-env.sh)"
 export MLOPS_TEST_PYTHON
-cargo test --workspace "$@"
+# candle is an optional backend; its tests run here too.
+cargo test --workspace --features mlops/candle "$@"

@@ -4,7 +4,8 @@
 //! it without model-specific code:
 //!
 //! - an [`InferenceRuntime`] loads a manifest into [`ModelSession`]s, one per model
-//!   instance: ONNX Runtime ([`OrtRuntime`], feature `ort`, on by default) on CPU or GPU, and
+//!   instance: ONNX Runtime (`OrtRuntime`, feature `ort`, on by default) on CPU or GPU,
+//!   models written in Rust with candle (`CandleRuntime`, feature `candle`), and
 //!   [`EchoRuntime`], always compiled, for tests;
 //! - a [`Batcher`] queues requests for one model and stacks them into batches for its
 //!   instances, each on its own OS thread, with Triton's semantics (maximum batch size,
@@ -16,6 +17,8 @@
 //! thread sends back.
 
 mod batcher;
+#[cfg(feature = "candle")]
+mod candle;
 mod echo;
 mod error;
 #[cfg(feature = "ort")]
@@ -25,6 +28,8 @@ mod session;
 mod stats;
 
 pub use batcher::{Batcher, BatcherConfig};
+#[cfg(feature = "candle")]
+pub use candle::{ArchitectureFn, CandleModel, CandleRuntime, CandleSession, CandleWeights};
 pub use echo::{EchoRuntime, EchoSession};
 pub use error::{Error, Result};
 #[cfg(feature = "ort")]
