@@ -8,3 +8,6 @@ MLOPS_TEST_PYTHON="$(scripts/python-env.sh)"
 export MLOPS_TEST_PYTHON
 # candle is an optional backend; its tests run here too.
 cargo test --workspace --features mlops/candle "$@"
+# The CUDA build compiles without CUDA; on a machine without a GPU its tests check that
+# asking for the GPU fails loudly instead of falling back to the CPU.
+cargo test -p mlops-runtime --features cuda --test gpu "$@"

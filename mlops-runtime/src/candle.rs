@@ -198,6 +198,7 @@ impl ModelSession for CandleSession {
             model: self.model_name.clone(),
             reason,
         };
+        self.signature.validate_inputs(inputs)?;
         let [input] = inputs else {
             return Err(failed(format!(
                 "candle models take one input, got {}",

@@ -327,6 +327,8 @@ impl ModelSession for OrtSession {
             model: self.model.clone(),
             reason,
         };
+        // Wrong names, types or shapes never reach ONNX Runtime.
+        self.signature.validate_inputs(inputs)?;
         let values = inputs
             .iter()
             .map(|t| Ok((Cow::Borrowed(t.name()), to_ort(t)?)))
@@ -464,5 +466,24 @@ fn from_ort(name: &str, value: &DynValue) -> std::result::Result<Tensor, String>
         other => Err(format!(
             "output '{name}' has element type {other:?}, which the Open Inference Protocol cannot carry"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_that_are_not_utf8_are_refused_with_the_tensor_named() {
+        // No bundled model takes strings; the conversion is what refuses them.
+        environment().unwrap();
+        let bad = Tensor::from_byte_strings("text", vec![1], &[&[0xffu8, 0xfe][..]]).unwrap();
+        let err = to_ort(&bad).map(|_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 'text': element 0 is not UTF-8, which ONNX string tensors need"
+        );
+        let good = Tensor::from_byte_strings("text", vec![2], &["ok", "fine"]).unwrap();
+        assert!(to_ort(&good).is_ok());
     }
 }

@@ -8,7 +8,7 @@
 use std::fs;
 
 use mlops_core::testkit::{Golden, assert_close, testdata};
-use mlops_core::{DataType, ModelManifest, Tensor};
+use mlops_core::{ModelManifest, Tensor};
 use mlops_runtime::{
     Device, Error, ExecutionProvider, InferenceRuntime, ModelSession, OrtOptions, OrtRuntime,
 };
@@ -123,15 +123,25 @@ fn gpu_providers_are_refused_without_their_feature() {
 }
 
 #[test]
-fn strings_that_are_not_utf8_are_refused_with_the_tensor_named() {
-    // A model with a string input does not ship in testdata; the conversion is checked
-    // before any model sees it, so any session shows it.
-    let mut session = session("mlp.onnx");
-    let bad = Tensor::from_byte_strings("x", vec![1], &[&[0xffu8, 0xfe][..]]).unwrap();
-    assert_eq!(bad.dtype(), DataType::Bytes);
-    let err = session.run(&[bad]).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        "input 'x': element 0 is not UTF-8, which ONNX string tensors need"
-    );
+fn wrong_inputs_are_refused_before_onnx_runtime_sees_them() {
+    let mut session = session("cnn.onnx");
+    let cases = [
+        (
+            Tensor::from_vec("image", vec![1, 3, 32], vec![0f32; 96]).unwrap(),
+            "input 'image': expected rank 4 (shape [-1, 3, 32, 32]), got rank 3 (shape [1, 3, 32])",
+        ),
+        (
+            Tensor::from_vec("image", vec![1, 3, 32, 32], vec![0f64; 3072]).unwrap(),
+            "input 'image': expected data type FP32, got FP64",
+        ),
+        (
+            Tensor::from_vec("pixels", vec![1, 3, 32, 32], vec![0f32; 3072]).unwrap(),
+            "input 'pixels': not an input of this model; its inputs are 'image'",
+        ),
+    ];
+    for (tensor, message) in cases {
+        let err = session.run(&[tensor]).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert_eq!(err.to_string(), message);
+    }
 }
