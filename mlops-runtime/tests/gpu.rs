@@ -3,6 +3,8 @@
 
 // Test helpers may panic: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
+// Skips are said on the test's output.
+#![allow(clippy::print_stdout)]
 #![cfg(feature = "cuda")]
 
 use std::sync::Arc;
