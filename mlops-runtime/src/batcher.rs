@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,7 +39,8 @@ pub struct BatcherConfig {
     /// How long an instance that runs out of work keeps polling the queue before it goes
     /// to sleep. Waking a sleeping thread costs tens of microseconds on virtual machines;
     /// a short spin after each batch keeps the next request's latency low for the price of
-    /// at most this much CPU per batch. Zero sleeps at once.
+    /// at most this much CPU per batch. At most one instance of a model spins at a time.
+    /// Zero sleeps at once.
     pub idle_spin: Duration,
 }
 
@@ -142,6 +143,9 @@ struct Shared {
     queue: Mutex<Queue>,
     /// `queue.items.len()`, readable without the lock by spinning instances.
     queued: AtomicUsize,
+    /// Whether an instance is spinning: one is enough to pick up the next request, and more
+    /// would take cores from the instances that compute.
+    spinning: AtomicBool,
     ready: Condvar,
     stats: ModelStats,
 }
@@ -208,6 +212,7 @@ impl Batcher {
                 idle: 0,
             }),
             queued: AtomicUsize::new(0),
+            spinning: AtomicBool::new(false),
             ready: Condvar::new(),
             stats: ModelStats::default(),
         });
@@ -483,21 +488,25 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
 
 /// Polls the queue's length for up to `idle_spin` before the caller takes the lock.
 fn spin_for_work(shared: &Shared) {
-    if shared.config.idle_spin.is_zero() || shared.queued.load(Ordering::Acquire) > 0 {
+    if shared.config.idle_spin.is_zero()
+        || shared.queued.load(Ordering::Acquire) > 0
+        || shared.spinning.swap(true, Ordering::AcqRel)
+    {
         return;
     }
     let until = Instant::now() + shared.config.idle_spin;
-    loop {
+    'spin: loop {
         for _ in 0..64 {
             if shared.queued.load(Ordering::Acquire) > 0 {
-                return;
+                break 'spin;
             }
             std::hint::spin_loop();
         }
         if Instant::now() >= until {
-            return;
+            break;
         }
     }
+    shared.spinning.store(false, Ordering::Release);
 }
 
 /// Leaves the queue, waking another idle instance if work remains for it.
