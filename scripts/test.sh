@@ -6,6 +6,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 MLOPS_TEST_PYTHON="$(scripts/python-env.sh)"
 export MLOPS_TEST_PYTHON
+# The registry's PostgreSQL and S3 tests run against these real servers on 127.0.0.1
+# (started on first use, reused afterwards, left running).
+MLOPS_TEST_POSTGRES_URL="$(scripts/postgres.sh)"; export MLOPS_TEST_POSTGRES_URL
+MLOPS_TEST_S3_ENDPOINT="$(scripts/s3.sh)"; export MLOPS_TEST_S3_ENDPOINT
 # candle is an optional backend; its tests run here too.
 cargo test --workspace --features mlops/candle "$@"
 # The CUDA build compiles without CUDA; on a machine without a GPU its tests check that

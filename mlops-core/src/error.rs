@@ -73,6 +73,24 @@ pub enum Error {
         /// Which rule it breaks: unknown name, missing, data type, rank or dimension.
         reason: String,
     },
+
+    /// A model name, alias or similar identifier breaks the naming rules.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// A model reference (`name`, `name/7`, `name@alias`, `models:/...`) cannot be parsed.
+    #[error("invalid model reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {

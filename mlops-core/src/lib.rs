@@ -10,6 +10,8 @@
 //!   tags and [`Lineage`]; manifests read and write MLflow's `MLmodel` files;
 //! - [`Tensor`] carries request and response data as little-endian bytes, with typed views
 //!   and the batch concatenation and split a batcher needs;
+//! - [`ModelRef`] names a registered model version (`name`, `name/7`, `name@production`),
+//!   and [`Infer`] is the inference interface a registry or profiler drives a model through;
 //! - [`Error`] is the one error type, naming the file or tensor at fault.
 //!
 //! ```no_run
@@ -24,8 +26,10 @@
 mod dtype;
 mod error;
 pub mod format;
+pub mod infer;
 mod manifest;
 pub mod mlflow;
+mod reference;
 mod signature;
 mod tensor;
 #[cfg(feature = "testkit")]
@@ -35,5 +39,7 @@ pub use dtype::{DataType, Element, UnknownDataType};
 pub use error::{Error, Result};
 pub use format::{ModelFormat, detect, detect_bytes};
 pub use manifest::{FileEntry, Lineage, MLMODEL_METADATA_KEY, ModelEntry, ModelManifest};
+pub use infer::{BoxError, Infer, InferFuture};
+pub use reference::{MAX_NAME_LEN, ModelRef, VersionSelector, validate_alias, validate_model_name};
 pub use signature::{Dim, Signature, TensorSpec};
 pub use tensor::Tensor;

@@ -124,6 +124,18 @@ impl ModelManifest {
     ///
     /// This reads every byte of the package: call it from a blocking thread in async code.
     pub fn from_path(path: &Path) -> Result<Self> {
+        Self::learn(path, true)
+    }
+
+    /// Like [`from_path`](Self::from_path), but does not hash a bare model's files: each
+    /// [`FileEntry`] carries its size and an empty `sha256`, for a caller that hashes the
+    /// bytes anyway as it copies them (a registry storing the files) and fills the digests
+    /// in. An MLflow directory is still checked against the digests its `MLmodel` records.
+    pub fn describe(path: &Path) -> Result<Self> {
+        Self::learn(path, false)
+    }
+
+    fn learn(path: &Path, hash: bool) -> Result<Self> {
         let located = format::locate(path)?;
         if located.format == ModelFormat::Mlflow {
             return from_mlflow_dir(&located.root);
@@ -137,7 +149,22 @@ impl ModelManifest {
                 .chain(companions)
                 .collect()
         };
-        manifest.files = hash_files(&located.root, &files)?;
+        manifest.files = if hash {
+            hash_files(&located.root, &files)?
+        } else {
+            files
+                .iter()
+                .map(|f| {
+                    let full = located.root.join(f);
+                    let meta = fs::metadata(&full).map_err(|e| Error::io(&full, e))?;
+                    Ok(FileEntry {
+                        path: slash_path(f),
+                        size: meta.len(),
+                        sha256: String::new(),
+                    })
+                })
+                .collect::<Result<_>>()?
+        };
         Ok(manifest)
     }
 

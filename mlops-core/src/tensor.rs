@@ -208,6 +208,30 @@ impl Tensor {
             .collect())
     }
 
+    /// The elements of any numeric or `BOOL` tensor as `f64`, for comparing outputs
+    /// across models whatever their types (64-bit integers beyond 2^53 round).
+    pub fn to_f64(&self) -> Result<Vec<f64>> {
+        fn conv<T: Element>(t: &Tensor, f: impl Fn(T) -> f64) -> Result<Vec<f64>> {
+            Ok(t.to_vec::<T>()?.into_iter().map(f).collect())
+        }
+        match self.dtype {
+            DataType::Bool => Ok(self.data.iter().map(|&b| f64::from(u8::from(b != 0))).collect()),
+            DataType::Uint8 => conv(self, |v: u8| f64::from(v)),
+            DataType::Uint16 => conv(self, |v: u16| f64::from(v)),
+            DataType::Uint32 => conv(self, |v: u32| f64::from(v)),
+            DataType::Uint64 => conv(self, |v: u64| v as f64),
+            DataType::Int8 => conv(self, |v: i8| f64::from(v)),
+            DataType::Int16 => conv(self, |v: i16| f64::from(v)),
+            DataType::Int32 => conv(self, |v: i32| f64::from(v)),
+            DataType::Int64 => conv(self, |v: i64| v as f64),
+            DataType::Fp16 => conv(self, |v: half::f16| v.to_f64()),
+            DataType::Bf16 => conv(self, |v: half::bf16| v.to_f64()),
+            DataType::Fp32 => conv(self, |v: f32| f64::from(v)),
+            DataType::Fp64 => conv(self, |v: f64| v),
+            DataType::Bytes => Err(self.wrong_type("a numeric type")),
+        }
+    }
+
     /// The elements of a `BOOL` tensor.
     pub fn to_bools(&self) -> Result<Vec<bool>> {
         if self.dtype != DataType::Bool {

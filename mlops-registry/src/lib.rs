@@ -1,17 +1,72 @@
-//! Model registry for the mlops family.
+//! Model registry: versions with metrics, params, tags and lineage; aliases that move
+//! atomically; artifact storage; where each model is served; and validation that gates
+//! promotion.
 //!
-//! This crate will own what connects the researcher and the engineer:
+//! The pieces are traits with interchangeable backends, all held to one conformance suite
+//! ([`testkit`], feature `testkit`):
 //!
-//! - registered models and their versions, with metrics, params, tags and lineage
-//!   (run id, dataset, parent version), each version described by an
-//!   [`mlops_core::ModelManifest`];
-//! - aliases such as `production` and `staging` that move atomically, with an audit log
-//!   of every move;
-//! - artifact storage (local disk by default, S3 and HDFS behind features), streamed and
-//!   verified by sha256;
-//! - the endpoint directory: where each model version is served, kept alive by leases;
-//! - validation before promotion: a candidate is compared with the baseline on a
-//!   validation set, and the alias moves only when it passes.
+//! | trait | backends |
+//! |---|---|
+//! | [`ModelRegistry`]: models, versions, aliases, audit log | [`InMemoryRegistry`], [`SqliteRegistry`] (the default), `PostgresRegistry` (feature `postgres`) |
+//! | [`EndpointDirectory`]: live serving endpoints, by lease | the same three |
+//! | [`ArtifactStore`]: model files | [`OpendalStore`]: local disk, memory, S3 (feature `s3`), HDFS (feature `hdfs`) |
 //!
-//! Backends: in memory, embedded SQLite (the default) and PostgreSQL.
-//! Nothing is implemented yet; see the project's issue tracker.
+//! [`Registry`] puts them together: register a model directory or file in one call,
+//! download a version with every file verified, promote a candidate only if it passes
+//! [`validation`], and find the endpoints serving a model id.
+//!
+//! ```no_run
+//! # async fn demo() -> mlops_registry::Result<()> {
+//! use mlops_registry::{Change, Expect, NewVersion, Registry};
+//!
+//! let registry = Registry::open("registry").await?;
+//! let v = registry
+//!     .register(
+//!         "fraud",
+//!         "model.onnx".as_ref(),
+//!         NewVersion::new().with_metric("auc", 0.93).with_param("lr", "0.01"),
+//!         &Change::by("ci"),
+//!     )
+//!     .await?;
+//! registry
+//!     .models()
+//!     .set_alias("fraud", "staging", v.version, Expect::Any, &Change::by("ci"), None)
+//!     .await?;
+//! let staging = registry.resolve("fraud@staging").await?;
+//! assert_eq!(staging.version, v.version);
+//! # Ok(()) }
+//! ```
+
+mod artifact;
+mod endpoint;
+mod error;
+mod facade;
+mod memory;
+mod model;
+mod registry;
+mod sql;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod time;
+pub mod validation;
+
+pub use artifact::{
+    ArtifactStore, ByteStream, CHUNK_SIZE, OpendalStore, StoredFile, check_store_path,
+    version_prefix,
+};
+pub use endpoint::{Endpoint, EndpointDirectory, Lease, LiveEndpoint, Protocol};
+pub use error::{Error, Result};
+pub use facade::{Downloaded, Heartbeat, Promotion, PromotionOutcome, Registry};
+pub use memory::InMemoryRegistry;
+pub use model::{
+    AuditAction, AuditEvent, AuditQuery, Change, Compare, Expect, MAX_KEY_LEN, ModelQuery,
+    ModelVersion, NewVersion, RegisteredModel, VersionQuery, VersionStatus, check_alias,
+    check_key, check_name,
+};
+pub use registry::{ModelRegistry, ModelRegistryExt, VersionUpdate};
+#[cfg(feature = "postgres")]
+pub use sql::postgres::PostgresRegistry;
+pub use sql::sqlite::SqliteRegistry;
+pub use validation::{ValidationCase, ValidationPolicy, ValidationReport};
+
+pub use mlops_core::{ModelRef, VersionSelector};

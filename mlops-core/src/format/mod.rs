@@ -137,6 +137,13 @@ pub(crate) struct Located {
     pub(crate) entry: PathBuf,
 }
 
+/// The directory a model's relative file paths (a manifest's `files`, external data)
+/// are relative to: the path itself for a model directory, the enclosing directory for a
+/// model file.
+pub fn package_root(path: &Path) -> Result<PathBuf> {
+    Ok(locate(path)?.root)
+}
+
 /// Detects the format of a path, and where its model lives.
 pub(crate) fn locate(path: &Path) -> Result<Located> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
