@@ -223,6 +223,18 @@ def make_mlp():
     return model, x
 
 
+def make_mlp_retrained(x):
+    """The MLP after a retraining gone wrong: same signature, but the second layer's
+    weights drifted, so outputs move and some rows change class. The registry's
+    validation gate must refuse to promote it over mlp.onnx."""
+    w = mlp_weights()
+    drift = uniform(np.random.default_rng(3), w["fc2.weight"].shape, 16)
+    w["fc2.weight"] = (w["fc2.weight"] + drift).astype(np.float32)
+    onnx.save_model(build_mlp_onnx(w), OUT / "mlp_retrained.onnx")
+    y = ort_run(OUT / "mlp_retrained.onnx", {"x": x})["y"]
+    write_golden(OUT / "mlp_retrained.golden.json", "mlp_retrained.onnx", {"x": x}, {"y": y})
+
+
 # --------------------------------------------------------------------------- CNN
 
 
@@ -501,6 +513,7 @@ def make_bad():
 def main():
     BAD.mkdir(exist_ok=True)
     mlp_model, x = make_mlp()
+    make_mlp_retrained(x)
     make_cnn()
     make_torch_tagger()
     make_mlflow_onnx(mlp_model, x)

@@ -154,12 +154,17 @@ pub async fn versions(r: &dyn ModelRegistry) {
         .with_description("first")
         .with_manifest(manifest_for(&name))
         .with_metric("accuracy", 0.91)
+        // Needs all 17 significant digits to round-trip.
+        .with_metric("latency_ms", 47.089999999999996)
         .with_param("lr", "0.01")
         .with_tag("stage", "dev")
         .with_lineage(lineage.clone());
     let v1 = r.create_version(&name, new, &who()).await.expect("v1");
     assert_eq!((v1.version, v1.status), (1, VersionStatus::Pending));
-    assert_eq!(v1.metrics, BTreeMap::from([("accuracy".to_owned(), 0.91)]));
+    assert_eq!(
+        v1.metrics,
+        BTreeMap::from([("accuracy".to_owned(), 0.91), ("latency_ms".to_owned(), 47.089999999999996)])
+    );
     assert_eq!(v1.params, BTreeMap::from([("lr".to_owned(), "0.01".to_owned())]));
     assert_eq!(v1.tags, BTreeMap::from([("stage".to_owned(), "dev".to_owned())]));
     assert_eq!(v1.lineage, lineage);

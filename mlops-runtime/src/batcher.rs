@@ -670,3 +670,15 @@ fn unstack(
     }
     Ok(answers)
 }
+
+/// The shared inference interface: a registry validating a candidate, or a profiler
+/// driving load, runs requests through the batcher as any other caller does.
+impl mlops_core::Infer for Batcher {
+    fn infer(&self, inputs: Vec<Tensor>) -> mlops_core::InferFuture<'_> {
+        Box::pin(async move {
+            Batcher::infer(self, inputs)
+                .await
+                .map_err(|e| Box::new(e) as mlops_core::BoxError)
+        })
+    }
+}

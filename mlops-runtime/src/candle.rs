@@ -82,8 +82,8 @@ impl CandleRuntime {
     /// Builds a session straight from a safetensors file.
     pub fn open(&self, path: &Path) -> Result<CandleSession> {
         let manifest = ModelManifest::from_path(path)?;
-        let root = path.parent().unwrap_or(Path::new("."));
-        self.open_manifest(&manifest, root)
+        let root = mlops_core::format::package_root(path)?;
+        self.open_manifest(&manifest, &root)
     }
 
     fn open_manifest(&self, manifest: &ModelManifest, root: &Path) -> Result<CandleSession> {

@@ -183,8 +183,8 @@ impl OrtRuntime {
     /// Opens one ONNX file as a session, with the signature the file declares.
     pub fn open(&self, path: &Path) -> Result<OrtSession> {
         let manifest = ModelManifest::from_path(path)?;
-        let root = path.parent().unwrap_or(Path::new("."));
-        self.open_manifest(&manifest, root)
+        let root = mlops_core::format::package_root(path)?;
+        self.open_manifest(&manifest, &root)
     }
 
     fn open_manifest(&self, manifest: &ModelManifest, root: &Path) -> Result<OrtSession> {

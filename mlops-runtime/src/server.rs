@@ -99,14 +99,9 @@ impl ModelServer {
     /// the model's files: call from a blocking thread in async code.
     pub fn load_path(&self, path: &Path, spec: ModelSpec) -> Result<(String, u64)> {
         let manifest = ModelManifest::from_path(path)?;
-        // A file's manifest names its entry relative to the file's folder.
-        let root = if path.is_dir() {
-            path.to_path_buf()
-        } else {
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
+        // The manifest's paths are relative to the package root (the directory itself, or
+        // a file's folder).
+        let root = mlops_core::format::package_root(path)?;
         self.load_manifest(&manifest, &root, spec)
     }
 
