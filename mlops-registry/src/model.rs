@@ -296,6 +296,7 @@ pub enum Expect {
 /// What happened, in an [`AuditEvent`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditAction {
     /// An alias was created or moved.
     AliasSet {

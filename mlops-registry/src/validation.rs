@@ -267,16 +267,25 @@ pub async fn validate(
     let mut cand_lat = Vec::with_capacity(cases.len());
     let mut base_lat = Vec::with_capacity(cases.len());
     for (i, case) in cases.iter().enumerate() {
+        // Alternate who goes first, so neither model always runs on a machine the other
+        // just warmed (or left busy).
+        let mut base_out = None;
+        if i % 2 == 1
+            && let Some((name, model)) = baseline
+        {
+            let (out, lat) = run(name, model, case.inputs.clone()).await?;
+            base_lat.push(lat);
+            base_out = Some(out);
+        }
         let (cand_out, lat) = run(candidate.0, candidate.1, case.inputs.clone()).await?;
         cand_lat.push(lat);
-        let base_out = match baseline {
-            Some((name, model)) => {
-                let (out, lat) = run(name, model, case.inputs.clone()).await?;
-                base_lat.push(lat);
-                Some(out)
-            }
-            None => None,
-        };
+        if i % 2 == 0
+            && let Some((name, model)) = baseline
+        {
+            let (out, lat) = run(name, model, case.inputs.clone()).await?;
+            base_lat.push(lat);
+            base_out = Some(out);
+        }
         tally.case(i, case, &cand_out, base_out.as_deref(), policy);
     }
 

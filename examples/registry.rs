@@ -1,0 +1,199 @@
+//! The registry workflow in one run: a researcher registers two versions of a model with
+//! their metrics and params; the first goes to production; the second is validated against
+//! it on real inference and promoted only because it agrees; a third, whose retraining
+//! went wrong, is refused. Prints the audit log at the end.
+//!
+//! ```text
+//! cargo run --example registry                 # in a temporary directory
+//! cargo run --example registry -- ./registry   # or in a directory that stays
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mlops::core::{Lineage, Tensor};
+use mlops::registry::{
+    AuditAction, AuditQuery, Change, Expect, ModelRegistryExt, NewVersion, Promotion, Registry,
+    ValidationCase, ValidationPolicy,
+};
+use mlops::runtime::{Batcher, BatcherConfig, OrtOptions, OrtRuntime};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("registry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+}
+
+/// Downloads a version (every file verified) and serves it with ONNX Runtime.
+async fn serve(registry: &Registry, reference: &str, scratch: &Path) -> Result<(u64, Batcher), BoxError> {
+    let dest = scratch.join(reference.replace(['/', '@'], "_"));
+    let got = registry.download(reference, &dest).await?;
+    let session = OrtRuntime::new(OrtOptions::default())?.open(&got.entry)?;
+    let batcher = Batcher::start(reference, vec![Box::new(session)], BatcherConfig::default())?;
+    Ok((got.version.version, batcher))
+}
+
+/// 16 batches of 8 deterministic inputs.
+fn validation_set() -> Result<Vec<ValidationCase>, BoxError> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..16)
+        .map(|_| {
+            let values: Vec<f32> = (0..8 * 64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 2000) as f32 / 1000.0 - 1.0
+                })
+                .collect();
+            Ok(ValidationCase::new(vec![Tensor::from_vec("x", vec![8, 64], values)?]))
+        })
+        .collect()
+}
+
+async fn run() -> Result<(), BoxError> {
+    let temp = tempfile::tempdir()?;
+    let dir = std::env::args_os()
+        .nth(1)
+        .map_or_else(|| temp.path().join("registry"), PathBuf::from);
+    let registry = Registry::open(&dir).await?;
+    let researcher = Change::by("ana").because("trained on the March data");
+    let name = "mlp";
+
+    // 1. The researcher registers two versions, with what she knows about them.
+    let lineage = Lineage {
+        run_id: Some("run-0412".into()),
+        dataset: Some("s3://datasets/clicks/2026-03".into()),
+        ..Lineage::default()
+    };
+    let v1 = registry
+        .register(
+            name,
+            &testdata("mlp.onnx"),
+            NewVersion::new()
+                .with_metric("accuracy", 0.912)
+                .with_param("hidden", "128")
+                .with_param("lr", "0.01")
+                .with_lineage(lineage.clone()),
+            &researcher,
+        )
+        .await?;
+    let v2 = registry
+        .register(
+            name,
+            &testdata("mlflow_onnx"),
+            NewVersion::new()
+                .with_metric("accuracy", 0.914)
+                .with_param("hidden", "128")
+                .with_param("lr", "0.005")
+                .with_lineage(Lineage {
+                    parent_version: Some(v1.version),
+                    ..lineage.clone()
+                }),
+            &researcher,
+        )
+        .await?;
+    let v3 = registry
+        .register(
+            name,
+            &testdata("mlp_retrained.onnx"),
+            NewVersion::new().with_metric("accuracy", 0.95).with_param("lr", "0.5"),
+            &researcher,
+        )
+        .await?;
+    for v in [&v1, &v2, &v3] {
+        let m = v.manifest.as_ref().ok_or("a registered version has a manifest")?;
+        println!(
+            "registered {}/{}: {} file(s), {} bytes, {:?}, metrics {:?}",
+            v.name,
+            v.version,
+            m.files.len(),
+            m.size_bytes(),
+            m.entry.format,
+            v.metrics
+        );
+    }
+
+    // 2. The first version goes to production; the second is staged.
+    let ops = Change::by("ops").because("initial rollout");
+    registry.models().set_alias(name, "production", v1.version, Expect::Absent, &ops, None).await?;
+    registry.models().set_alias(name, "staging", v2.version, Expect::Absent, &Change::by("ci"), None).await?;
+
+    // 3. CI validates staging against production on real inference and promotes it.
+    let scratch = temp.path().join("serving");
+    let cases = validation_set()?;
+    let policy = ValidationPolicy::default()
+        .with_tolerance(1e-5, 1e-4)
+        .with_top1_agreement("y", 0.99)
+        .with_max_latency_regression(1.0);
+    let (base_v, baseline) = serve(&registry, &format!("{name}@production"), &scratch).await?;
+    for candidate_ref in [format!("{name}@staging"), format!("{name}/{}", v3.version)] {
+        let (cand_v, candidate) = serve(&registry, &candidate_ref, &scratch).await?;
+        let outcome = registry
+            .promote_if_valid(
+                Promotion {
+                    model: name,
+                    alias: "production",
+                    candidate: (cand_v, &candidate),
+                    baseline: Some((base_v, &baseline)),
+                    cases: &cases,
+                    policy: &policy,
+                },
+                &Change::by("ci").because("nightly validation"),
+            )
+            .await?;
+        println!(
+            "{candidate_ref}: {} -> {}",
+            outcome.report.summary(),
+            if outcome.promoted { "promoted" } else { "refused" }
+        );
+        candidate.shutdown();
+        if outcome.promoted {
+            break;
+        }
+    }
+    baseline.shutdown();
+    let production = registry.resolve(&format!("{name}@production")).await?;
+    println!("{name}@production is now version {}", production.version);
+
+    // 4. A refused candidate stays on record with its report.
+    let refused = registry.models().get_version(name, v3.version).await?;
+    if let Some(report) = &refused.validation {
+        println!("{name}/{} last validation: {}", v3.version, report.summary());
+    }
+
+    // 5. The audit log answers who moved what, when, and why.
+    println!("audit log:");
+    for e in registry.models().audit_log(&AuditQuery::model(name)).await? {
+        let what = match &e.action {
+            AuditAction::AliasSet { alias, from, to } => format!("alias {alias}: {from:?} -> {to}"),
+            AuditAction::AliasDeleted { alias, from } => format!("alias {alias} deleted (was {from})"),
+            AuditAction::StatusChanged { version, from, to } => format!("version {version}: {from} -> {to}"),
+            AuditAction::VersionCreated { version } => format!("version {version} created"),
+            AuditAction::VersionDeleted { version } => format!("version {version} deleted"),
+            AuditAction::ModelDeleted => "model deleted".into(),
+            other => format!("{other:?}"),
+        };
+        println!(
+            "  #{:<3} {}  {:<5} {what}{}",
+            e.id,
+            e.at.format("%H:%M:%S%.3f"),
+            e.change.actor,
+            e.change.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
+        );
+    }
+    let history = registry.models().alias_history(name, "production").await?;
+    println!("production history: {:?}", history.iter().map(|(_, v)| *v).collect::<Vec<_>>());
+    Ok(())
+}
