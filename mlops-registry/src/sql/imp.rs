@@ -62,11 +62,11 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
 }
 
-fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
-fn opt_json<T: DeserializeOwned>(text: Option<String>, what: &str) -> Result<Option<T>> {
+pub(super) fn opt_json<T: DeserializeOwned>(text: Option<String>, what: &str) -> Result<Option<T>> {
     text.map(|t| from_json(&t, what)).transpose()
 }
 
@@ -93,14 +93,14 @@ fn version_select(filter: &str) -> String {
 const MODEL_COLUMNS: &str = "name, description, tags, latest_version, created_at, updated_at";
 
 // Built once: the alias aggregate differs between databases.
-static VERSION_BY_NUMBER: LazyLock<String> =
+pub(super) static VERSION_BY_NUMBER: LazyLock<String> =
     LazyLock::new(|| version_select("v.name = $1 AND v.version = $2"));
-static VERSION_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
+pub(super) static VERSION_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
     version_select(
         "(v.name, v.version) IN (SELECT name, version FROM aliases WHERE name = $1 AND alias = $2)",
     )
 });
-static VERSION_LATEST: LazyLock<String> = LazyLock::new(|| {
+pub(super) static VERSION_LATEST: LazyLock<String> = LazyLock::new(|| {
     version_select("v.name = $1 AND v.status = 'READY' ORDER BY v.version DESC LIMIT 1")
 });
 static VERSION_SEARCH: LazyLock<String> =
@@ -641,6 +641,9 @@ impl ModelRegistry for Store {
 
     async fn resolve(&self, reference: &ModelRef) -> Result<ModelVersion> {
         let name = reference.name.as_str();
+        if let Some(Some(v)) = super::resolve_inline(self, reference) {
+            return Ok(v);
+        }
         let found = match &reference.selector {
             VersionSelector::Version(v) => fetch_version(&self.pool, name, *v).await?,
             VersionSelector::Alias(alias) => {

@@ -74,6 +74,11 @@ async fn lock_for_migration(tx: &mut Transaction<'static, Db>) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL resolves through the pool like every other read.
+fn resolve_inline(_store: &Store, _reference: &mlops_core::ModelRef) -> Option<Option<crate::model::ModelVersion>> {
+    None
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }

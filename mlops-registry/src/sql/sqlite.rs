@@ -29,6 +29,7 @@ const ALIAS_AGG: &str = "group_concat(alias, ',')";
 #[derive(Debug, Clone)]
 pub struct SqliteRegistry {
     pool: SqlitePool,
+    readers: Option<std::sync::Arc<InlineReaders>>,
     // In-process writers queue here instead of in SQLite's sleeping busy handler.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
@@ -44,7 +45,12 @@ impl SqliteRegistry {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        Self::with_options(options).await
+        let mut store = Self::with_options(options).await?;
+        store.readers = Some(std::sync::Arc::new(InlineReaders {
+            path: path.as_ref().to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }));
+        Ok(store)
     }
 
     /// A private in-memory SQLite database: for tests that want SQL semantics without
@@ -65,6 +71,8 @@ impl SqliteRegistry {
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A local file does not drop connections: skip the ping before each use.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Self::with_pool(pool).await
@@ -73,6 +81,7 @@ impl SqliteRegistry {
     async fn with_pool(pool: SqlitePool) -> Result<Self> {
         let store = SqliteRegistry {
             pool,
+            readers: None,
             write_lock: Default::default(),
         };
         imp::migrate(&store).await?;
@@ -105,6 +114,106 @@ async fn lock_for_migration(_tx: &mut Transaction<'static, Db>) -> Result<()> {
     Ok(())
 }
 
+/// Read-only connections for [`SqliteRegistry`]'s `resolve`, used on the calling thread.
+///
+/// Resolving a reference is the registry's hot read (every deployment and client asks
+/// it). Through the pool it costs a hop to the connection's worker thread and back, which
+/// is most of its time; inline it is one indexed lookup. In WAL mode a reader never waits
+/// for writers, so the call does not block on them.
+#[derive(Debug)]
+struct InlineReaders {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 4;
+
+impl InlineReaders {
+    fn with<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match taken {
+            Some(c) => c,
+            None => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = rusqlite::Connection::open_with_flags(&self.path, flags).ok()?;
+                c.busy_timeout(Duration::from_secs(10)).ok()?;
+                c
+            }
+        };
+        let result = f(&conn).ok();
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// `Some(Some(version))` when found inline; `None` sends the caller through the pool,
+/// which also names what is missing on a miss.
+fn resolve_inline(
+    store: &Store,
+    reference: &mlops_core::ModelRef,
+) -> Option<Option<crate::model::ModelVersion>> {
+    use mlops_core::VersionSelector;
+    let readers = store.readers.as_ref()?;
+    let name = reference.name.as_str();
+    readers.with(|conn| {
+        let decode = |row: &rusqlite::Row<'_>| Ok(decode_inline(row));
+        let found = match &reference.selector {
+            VersionSelector::Version(v) => {
+                let v = i64::try_from(*v).unwrap_or(i64::MAX);
+                conn.prepare_cached(imp::VERSION_BY_NUMBER.as_str())?
+                    .query_row(rusqlite::params![name, v], decode)
+            }
+            VersionSelector::Alias(alias) => conn
+                .prepare_cached(imp::VERSION_BY_ALIAS.as_str())?
+                .query_row(rusqlite::params![name, alias], decode),
+            VersionSelector::Latest => conn
+                .prepare_cached(imp::VERSION_LATEST.as_str())?
+                .query_row(rusqlite::params![name], decode),
+        };
+        match found {
+            Ok(v) => Ok(v),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// The pool path's `decode_version` over a rusqlite row; `None` on anything unexpected, so
+/// that the pool path reports it properly.
+fn decode_inline(row: &rusqlite::Row<'_>) -> Option<crate::model::ModelVersion> {
+    use crate::model::{ModelVersion, VersionStatus};
+    use crate::time::from_micros;
+    let text = |i: usize| row.get::<_, String>(i).ok();
+    let opt_text = |i: usize| row.get::<_, Option<String>>(i).ok();
+    let aliases: Option<String> = opt_text(14)?;
+    let mut aliases: Vec<String> = aliases
+        .map(|a| a.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    aliases.sort();
+    Some(ModelVersion {
+        name: text(0)?,
+        version: u64::try_from(row.get::<_, i64>(1).ok()?).ok()?,
+        status: VersionStatus::parse(&text(2)?).ok()?,
+        status_message: opt_text(3)?,
+        description: opt_text(4)?,
+        source: opt_text(5)?,
+        manifest: imp::opt_json(opt_text(6)?, "manifest").ok()?,
+        metrics: imp::from_json(&text(7)?, "metrics").ok()?,
+        params: imp::from_json(&text(8)?, "params").ok()?,
+        tags: imp::from_json(&text(9)?, "tags").ok()?,
+        lineage: imp::from_json(&text(10)?, "lineage").ok()?,
+        validation: imp::opt_json(opt_text(11)?, "validation report").ok()?,
+        created_at: from_micros(row.get(12).ok()?),
+        updated_at: from_micros(row.get(13).ok()?),
+        aliases,
+    })
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -112,3 +221,51 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 #[path = "imp.rs"]
 mod imp;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{Change, Expect, NewVersion};
+    use crate::registry::ModelRegistry;
+    use mlops_core::ModelRef;
+
+    /// The inline path answers (rather than falling back to the pool) and agrees with the
+    /// pool path, including for another handle's latest writes.
+    #[tokio::test]
+    async fn inline_resolution_answers_and_agrees_with_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let reader = SqliteRegistry::open(&path).await.unwrap();
+        let writer = SqliteRegistry::open(&path).await.unwrap();
+        let by = Change::by("t");
+        for _ in 0..3 {
+            let new = NewVersion::new().with_metric("m", 0.1 + 0.2).with_tag("k", "v").ready();
+            writer.create_version("m", new, &by).await.unwrap();
+        }
+        writer.set_alias("m", "prod", 2, Expect::Absent, &by, None).await.unwrap();
+        writer.set_alias("m", "canary", 2, Expect::Absent, &by, None).await.unwrap();
+        for r in [ModelRef::alias("m", "prod"), ModelRef::version("m", 3), ModelRef::latest("m")] {
+            let inline = resolve_inline(&reader, &r).unwrap().unwrap();
+            let pooled = fetch_pooled(&reader, inline.version).await;
+            assert_eq!(inline, pooled, "{r}");
+        }
+        let v = resolve_inline(&reader, &ModelRef::alias("m", "prod")).unwrap().unwrap();
+        assert_eq!((v.version, v.aliases), (2, vec!["canary".to_owned(), "prod".to_owned()]));
+        // A move by the other handle is seen at once.
+        writer.set_alias("m", "prod", 3, Expect::Version(2), &by, None).await.unwrap();
+        assert_eq!(resolve_inline(&reader, &ModelRef::alias("m", "prod")).unwrap().unwrap().version, 3);
+        // A miss is left to the pool path, which names what is missing.
+        assert_eq!(resolve_inline(&reader, &ModelRef::alias("m", "nope")), Some(None));
+        let err = reader.resolve(&ModelRef::alias("m", "nope")).await.unwrap_err();
+        assert!(err.to_string().contains("alias 'm@nope'"), "{err}");
+    }
+
+    async fn fetch_pooled(store: &SqliteRegistry, version: u64) -> crate::model::ModelVersion {
+        let pool_only = SqliteRegistry {
+            readers: None,
+            ..store.clone()
+        };
+        pool_only.resolve(&ModelRef::version("m", version)).await.unwrap()
+    }
+}
