@@ -38,7 +38,9 @@ fn resolve(c: &mut Criterion) {
     let rt = rt();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = rt.block_on(async {
-        let db = SqliteRegistry::open(dir.path().join("registry.db")).await.expect("open");
+        let db = SqliteRegistry::open(dir.path().join("registry.db"))
+            .await
+            .expect("open");
         let change = Change::by("bench");
         // A realistic model: 50 versions with metrics, params and tags; one alias.
         for i in 0..50 {
@@ -47,7 +49,9 @@ fn resolve(c: &mut Criterion) {
                 .with_param("lr", "0.01")
                 .with_tag("team", "risk")
                 .ready();
-            db.create_version("fraud", new, &change).await.expect("version");
+            db.create_version("fraud", new, &change)
+                .await
+                .expect("version");
         }
         db.set_alias("fraud", "production", 42, Expect::Absent, &change, None)
             .await
@@ -91,7 +95,9 @@ fn register_metadata(c: &mut Criterion) {
     let rt = rt();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Arc::new(rt.block_on(async {
-        SqliteRegistry::open(dir.path().join("registry.db")).await.expect("open")
+        SqliteRegistry::open(dir.path().join("registry.db"))
+            .await
+            .expect("open")
     }));
     let change = Change::by("bench");
     let new = NewVersion::new()
@@ -105,7 +111,11 @@ fn register_metadata(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("create_version", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(db.create_version("fraud", new.clone(), &change).await.expect("create"))
+            black_box(
+                db.create_version("fraud", new.clone(), &change)
+                    .await
+                    .expect("create"),
+            )
         })
     });
     // 16 writers at once: the rate a fleet of training jobs sees.
@@ -129,9 +139,13 @@ fn register_metadata(c: &mut Criterion) {
 /// A valid safetensors file of `bytes` bytes of weights.
 fn big_safetensors(path: &Path, bytes: usize) {
     let n = bytes / 4;
-    let header = format!(r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#, n * 4);
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        n * 4
+    );
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-    f.write_all(&(header.len() as u64).to_le_bytes()).expect("write");
+    f.write_all(&(header.len() as u64).to_le_bytes())
+        .expect("write");
     f.write_all(header.as_bytes()).expect("write");
     let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
     for _ in 0..bytes / block.len() {
@@ -157,7 +171,9 @@ fn register_artifact(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let model = dir.path().join("big.safetensors");
     big_safetensors(&model, SIZE);
-    let registry = rt.block_on(Registry::open(dir.path().join("registry"))).expect("open");
+    let registry = rt
+        .block_on(Registry::open(dir.path().join("registry")))
+        .expect("open");
     let change = Change::by("bench");
 
     let mut group = c.benchmark_group(format!("{DEVICE}/registry/local"));
@@ -174,7 +190,10 @@ fn register_artifact(c: &mut Criterion) {
                 .await
                 .expect("register");
             // Keep the disk from filling: the next sample writes a fresh version.
-            registry.delete_version("big", v.version, &change).await.expect("delete");
+            registry
+                .delete_version("big", v.version, &change)
+                .await
+                .expect("delete");
         })
     });
     group.finish();

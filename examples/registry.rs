@@ -8,6 +8,9 @@
 //! cargo run --example registry -- ./registry   # or in a directory that stays
 //! ```
 
+// An example's output is its point.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,11 +35,17 @@ async fn main() -> ExitCode {
 }
 
 fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
 }
 
 /// Downloads a version (every file verified) and serves it with ONNX Runtime.
-async fn serve(registry: &Registry, reference: &str, scratch: &Path) -> Result<(u64, Batcher), BoxError> {
+async fn serve(
+    registry: &Registry,
+    reference: &str,
+    scratch: &Path,
+) -> Result<(u64, Batcher), BoxError> {
     let dest = scratch.join(reference.replace(['/', '@'], "_"));
     let got = registry.download(reference, &dest).await?;
     let session = OrtRuntime::new(OrtOptions::default())?.open(&got.entry)?;
@@ -57,7 +66,11 @@ fn validation_set() -> Result<Vec<ValidationCase>, BoxError> {
                     (state % 2000) as f32 / 1000.0 - 1.0
                 })
                 .collect();
-            Ok(ValidationCase::new(vec![Tensor::from_vec("x", vec![8, 64], values)?]))
+            Ok(ValidationCase::new(vec![Tensor::from_vec(
+                "x",
+                vec![8, 64],
+                values,
+            )?]))
         })
         .collect()
 }
@@ -108,12 +121,17 @@ async fn run() -> Result<(), BoxError> {
         .register(
             name,
             &testdata("mlp_retrained.onnx"),
-            NewVersion::new().with_metric("accuracy", 0.95).with_param("lr", "0.5"),
+            NewVersion::new()
+                .with_metric("accuracy", 0.95)
+                .with_param("lr", "0.5"),
             &researcher,
         )
         .await?;
     for v in [&v1, &v2, &v3] {
-        let m = v.manifest.as_ref().ok_or("a registered version has a manifest")?;
+        let m = v
+            .manifest
+            .as_ref()
+            .ok_or("a registered version has a manifest")?;
         println!(
             "registered {}/{}: {} file(s), {} bytes, {:?}, metrics {:?}",
             v.name,
@@ -127,8 +145,21 @@ async fn run() -> Result<(), BoxError> {
 
     // 2. The first version goes to production; the second is staged.
     let ops = Change::by("ops").because("initial rollout");
-    registry.models().set_alias(name, "production", v1.version, Expect::Absent, &ops, None).await?;
-    registry.models().set_alias(name, "staging", v2.version, Expect::Absent, &Change::by("ci"), None).await?;
+    registry
+        .models()
+        .set_alias(name, "production", v1.version, Expect::Absent, &ops, None)
+        .await?;
+    registry
+        .models()
+        .set_alias(
+            name,
+            "staging",
+            v2.version,
+            Expect::Absent,
+            &Change::by("ci"),
+            None,
+        )
+        .await?;
 
     // 3. CI validates staging against production on real inference and promotes it.
     let scratch = temp.path().join("serving");
@@ -156,7 +187,11 @@ async fn run() -> Result<(), BoxError> {
         println!(
             "{candidate_ref}: {} -> {}",
             outcome.report.summary(),
-            if outcome.promoted { "promoted" } else { "refused" }
+            if outcome.promoted {
+                "promoted"
+            } else {
+                "refused"
+            }
         );
         candidate.shutdown();
         if outcome.promoted {
@@ -170,16 +205,28 @@ async fn run() -> Result<(), BoxError> {
     // 4. A refused candidate stays on record with its report.
     let refused = registry.models().get_version(name, v3.version).await?;
     if let Some(report) = &refused.validation {
-        println!("{name}/{} last validation: {}", v3.version, report.summary());
+        println!(
+            "{name}/{} last validation: {}",
+            v3.version,
+            report.summary()
+        );
     }
 
     // 5. The audit log answers who moved what, when, and why.
     println!("audit log:");
-    for e in registry.models().audit_log(&AuditQuery::model(name)).await? {
+    for e in registry
+        .models()
+        .audit_log(&AuditQuery::model(name))
+        .await?
+    {
         let what = match &e.action {
             AuditAction::AliasSet { alias, from, to } => format!("alias {alias}: {from:?} -> {to}"),
-            AuditAction::AliasDeleted { alias, from } => format!("alias {alias} deleted (was {from})"),
-            AuditAction::StatusChanged { version, from, to } => format!("version {version}: {from} -> {to}"),
+            AuditAction::AliasDeleted { alias, from } => {
+                format!("alias {alias} deleted (was {from})")
+            }
+            AuditAction::StatusChanged { version, from, to } => {
+                format!("version {version}: {from} -> {to}")
+            }
             AuditAction::VersionCreated { version } => format!("version {version} created"),
             AuditAction::VersionDeleted { version } => format!("version {version} deleted"),
             AuditAction::ModelDeleted => "model deleted".into(),
@@ -190,10 +237,17 @@ async fn run() -> Result<(), BoxError> {
             e.id,
             e.at.format("%H:%M:%S%.3f"),
             e.change.actor,
-            e.change.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
+            e.change
+                .reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
         );
     }
     let history = registry.models().alias_history(name, "production").await?;
-    println!("production history: {:?}", history.iter().map(|(_, v)| *v).collect::<Vec<_>>());
+    println!(
+        "production history: {:?}",
+        history.iter().map(|(_, v)| *v).collect::<Vec<_>>()
+    );
     Ok(())
 }

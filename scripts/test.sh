@@ -10,8 +10,8 @@ export MLOPS_TEST_PYTHON
 # (started on first use, reused afterwards, left running).
 MLOPS_TEST_POSTGRES_URL="$(scripts/postgres.sh)"; export MLOPS_TEST_POSTGRES_URL
 MLOPS_TEST_S3_ENDPOINT="$(scripts/s3.sh)"; export MLOPS_TEST_S3_ENDPOINT
-# candle is an optional backend; its tests run here too.
-cargo test --workspace --features mlops/candle "$@"
+# Every optional backend (candle, PostgreSQL, S3, HDFS) is tested here too.
+cargo test --workspace --features mlops/full "$@"
 # The CUDA build compiles without CUDA; on a machine without a GPU its tests check that
 # asking for the GPU fails loudly instead of falling back to the CPU.
 cargo test -p mlops-runtime --features cuda --test gpu "$@"

@@ -16,16 +16,24 @@ use mlops::runtime::{Batcher, BatcherConfig, OrtOptions, OrtRuntime};
 
 /// Serves one registered version the way a deployment would: download (verified), open.
 async fn serve(registry: &Registry, reference: &str, scratch: &Path) -> (u64, Batcher) {
-    let got = registry.download(reference, &scratch.join(reference.replace(['/', '@'], "_"))).await.unwrap();
-    let session = OrtRuntime::new(OrtOptions::default()).unwrap().open(&got.entry).unwrap();
-    let batcher = Batcher::start(reference, vec![Box::new(session)], BatcherConfig::default()).unwrap();
+    let got = registry
+        .download(reference, &scratch.join(reference.replace(['/', '@'], "_")))
+        .await
+        .unwrap();
+    let session = OrtRuntime::new(OrtOptions::default())
+        .unwrap()
+        .open(&got.entry)
+        .unwrap();
+    let batcher =
+        Batcher::start(reference, vec![Box::new(session)], BatcherConfig::default()).unwrap();
     (got.version.version, batcher)
 }
 
 /// The golden rows, then 64 more deterministic rows in batches of 8.
 fn validation_set() -> Vec<ValidationCase> {
     let golden = Golden::load("mlp").unwrap();
-    let mut cases = vec![ValidationCase::new(golden.inputs.clone()).with_expected(golden.outputs.clone())];
+    let mut cases =
+        vec![ValidationCase::new(golden.inputs.clone()).with_expected(golden.outputs.clone())];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..8 {
         let values: Vec<f32> = (0..8 * 64)
@@ -36,7 +44,9 @@ fn validation_set() -> Vec<ValidationCase> {
                 (state % 2000) as f32 / 1000.0 - 1.0
             })
             .collect();
-        cases.push(ValidationCase::new(vec![Tensor::from_vec("x", vec![8, 64], values).unwrap()]));
+        cases.push(ValidationCase::new(vec![
+            Tensor::from_vec("x", vec![8, 64], values).unwrap(),
+        ]));
     }
     cases
 }
@@ -52,10 +62,19 @@ async fn registry_with_production() -> (tempfile::TempDir, Registry) {
     let registry = Registry::open(dir.path().join("registry")).await.unwrap();
     let by = Change::by("ana");
     let v1 = registry
-        .register("mlp", &testdata("mlp.onnx"), NewVersion::new().with_metric("accuracy", 0.91), &by)
+        .register(
+            "mlp",
+            &testdata("mlp.onnx"),
+            NewVersion::new().with_metric("accuracy", 0.91),
+            &by,
+        )
         .await
         .unwrap();
-    registry.models().set_alias("mlp", "production", v1.version, Expect::Absent, &by, None).await.unwrap();
+    registry
+        .models()
+        .set_alias("mlp", "production", v1.version, Expect::Absent, &by, None)
+        .await
+        .unwrap();
     (dir, registry)
 }
 
@@ -64,7 +83,12 @@ async fn an_agreeing_candidate_is_promoted_with_its_report() {
     let (dir, registry) = registry_with_production().await;
     // The same weights packaged as an MLflow model: a different artifact, the same answers.
     let v2 = registry
-        .register("mlp", &testdata("mlflow_onnx"), NewVersion::new(), &Change::by("ci"))
+        .register(
+            "mlp",
+            &testdata("mlflow_onnx"),
+            NewVersion::new(),
+            &Change::by("ci"),
+        )
         .await
         .unwrap();
     let (base_v, baseline) = serve(&registry, "mlp@production", dir.path()).await;
@@ -88,18 +112,55 @@ async fn an_agreeing_candidate_is_promoted_with_its_report() {
         .await
         .unwrap();
     assert!(outcome.promoted, "{}", outcome.report.summary());
-    let names: Vec<_> = outcome.report.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
-    assert_eq!(names, [("output_agreement", true), ("expected_outputs", true), ("top1_agreement", true)]);
+    let names: Vec<_> = outcome
+        .report
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.passed))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("output_agreement", true),
+            ("expected_outputs", true),
+            ("top1_agreement", true)
+        ]
+    );
     assert_eq!(outcome.report.checks[2].observed, 1.0);
     assert_eq!(outcome.report.cases, 9);
 
     assert_eq!(registry.resolve("mlp@production").await.unwrap().version, 2);
-    assert_eq!(registry.models().get_version("mlp", 2).await.unwrap().validation, Some(outcome.report.clone()));
-    let moves = registry.models().audit_log(&AuditQuery::model("mlp").with_alias("production")).await.unwrap();
+    assert_eq!(
+        registry
+            .models()
+            .get_version("mlp", 2)
+            .await
+            .unwrap()
+            .validation,
+        Some(outcome.report.clone())
+    );
+    let moves = registry
+        .models()
+        .audit_log(&AuditQuery::model("mlp").with_alias("production"))
+        .await
+        .unwrap();
     let last = moves.last().unwrap();
-    assert_eq!(last.action, AuditAction::AliasSet { alias: "production".into(), from: Some(1), to: 2 });
+    assert_eq!(
+        last.action,
+        AuditAction::AliasSet {
+            alias: "production".into(),
+            from: Some(1),
+            to: 2
+        }
+    );
     assert_eq!(last.report.as_ref(), Some(&outcome.report));
-    assert!(last.change.reason.as_deref().unwrap().starts_with("nightly retrain; mlp/2 against mlp/1: passed"));
+    assert!(
+        last.change
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("nightly retrain; mlp/2 against mlp/1: passed")
+    );
     candidate.shutdown();
     baseline.shutdown();
 }
@@ -108,7 +169,12 @@ async fn an_agreeing_candidate_is_promoted_with_its_report() {
 async fn a_disagreeing_candidate_is_refused_and_production_stays() {
     let (dir, registry) = registry_with_production().await;
     let v2 = registry
-        .register("mlp", &testdata("mlp_retrained.onnx"), NewVersion::new(), &Change::by("ci"))
+        .register(
+            "mlp",
+            &testdata("mlp_retrained.onnx"),
+            NewVersion::new(),
+            &Change::by("ci"),
+        )
         .await
         .unwrap();
     let (base_v, baseline) = serve(&registry, "mlp@production", dir.path()).await;
@@ -116,7 +182,9 @@ async fn a_disagreeing_candidate_is_refused_and_production_stays() {
 
     // Its own golden outputs prove the candidate runs correctly; it just answers differently.
     let own = Golden::load("mlp_retrained").unwrap();
-    let out = mlops::core::Infer::infer(&candidate, own.inputs.clone()).await.unwrap();
+    let out = mlops::core::Infer::infer(&candidate, own.inputs.clone())
+        .await
+        .unwrap();
     mlops::core::testkit::assert_close(&out[0], &own.outputs[0], 1e-5, 1e-4).unwrap();
 
     let cases = validation_set();
@@ -138,20 +206,60 @@ async fn a_disagreeing_candidate_is_refused_and_production_stays() {
     assert!(!outcome.promoted);
     let report = &outcome.report;
     assert!(!report.passed);
-    let agreement = report.checks.iter().find(|c| c.name == "output_agreement").unwrap();
-    assert!(!agreement.passed && agreement.observed == 1.0, "every case differs: {agreement:?}");
-    assert!(agreement.detail.contains("output 'y'"), "{}", agreement.detail);
-    let top1 = report.checks.iter().find(|c| c.name == "top1_agreement").unwrap();
+    let agreement = report
+        .checks
+        .iter()
+        .find(|c| c.name == "output_agreement")
+        .unwrap();
+    assert!(
+        !agreement.passed && agreement.observed == 1.0,
+        "every case differs: {agreement:?}"
+    );
+    assert!(
+        agreement.detail.contains("output 'y'"),
+        "{}",
+        agreement.detail
+    );
+    let top1 = report
+        .checks
+        .iter()
+        .find(|c| c.name == "top1_agreement")
+        .unwrap();
     assert!(!top1.passed && top1.observed < 0.5, "{top1:?}");
 
     // Production did not move; the refusal is on record with the candidate.
     assert_eq!(registry.resolve("mlp@production").await.unwrap().version, 1);
-    assert_eq!(registry.models().alias_history("mlp", "production").await.unwrap().len(), 1);
-    let stored = registry.models().get_version("mlp", 2).await.unwrap().validation.unwrap();
+    assert_eq!(
+        registry
+            .models()
+            .alias_history("mlp", "production")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let stored = registry
+        .models()
+        .get_version("mlp", 2)
+        .await
+        .unwrap()
+        .validation
+        .unwrap();
     assert_eq!(&stored, report);
 
     // A promotion prepared against a baseline that has since moved is a conflict.
-    registry.models().set_alias("mlp", "production", 2, Expect::Version(1), &Change::by("ops"), None).await.unwrap();
+    registry
+        .models()
+        .set_alias(
+            "mlp",
+            "production",
+            2,
+            Expect::Version(1),
+            &Change::by("ops"),
+            None,
+        )
+        .await
+        .unwrap();
     let err = registry
         .promote_if_valid(
             Promotion {

@@ -15,8 +15,7 @@ use crate::tensor::Tensor;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The future [`Infer::infer`] returns.
-pub type InferFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<Tensor>, BoxError>> + Send + 'a>>;
+pub type InferFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Tensor>, BoxError>> + Send + 'a>>;
 
 /// Runs one request through a model: named input tensors in, named output tensors out.
 ///

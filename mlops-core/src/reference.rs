@@ -204,9 +204,17 @@ mod tests {
             ("mlp", ModelRef::latest("mlp"), "mlp"),
             ("mlp/latest", ModelRef::latest("mlp"), "mlp"),
             ("mlp/7", ModelRef::version("mlp", 7), "mlp/7"),
-            ("mlp@production", ModelRef::alias("mlp", "production"), "mlp@production"),
+            (
+                "mlp@production",
+                ModelRef::alias("mlp", "production"),
+                "mlp@production",
+            ),
             ("models:/mlp/7", ModelRef::version("mlp", 7), "mlp/7"),
-            ("models:/my-model.v2@champ_1", ModelRef::alias("my-model.v2", "champ_1"), "my-model.v2@champ_1"),
+            (
+                "models:/my-model.v2@champ_1",
+                ModelRef::alias("my-model.v2", "champ_1"),
+                "my-model.v2@champ_1",
+            ),
         ];
         for (text, want, display) in cases {
             let got = ModelRef::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));

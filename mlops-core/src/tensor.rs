@@ -215,7 +215,11 @@ impl Tensor {
             Ok(t.to_vec::<T>()?.into_iter().map(f).collect())
         }
         match self.dtype {
-            DataType::Bool => Ok(self.data.iter().map(|&b| f64::from(u8::from(b != 0))).collect()),
+            DataType::Bool => Ok(self
+                .data
+                .iter()
+                .map(|&b| f64::from(u8::from(b != 0)))
+                .collect()),
             DataType::Uint8 => conv(self, |v: u8| f64::from(v)),
             DataType::Uint16 => conv(self, |v: u16| f64::from(v)),
             DataType::Uint32 => conv(self, |v: u32| f64::from(v)),

@@ -40,7 +40,11 @@ pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + Debug {
     /// Streams `reader` to `path`, hashing it on the way, and returns its size and digest.
-    async fn put(&self, path: &str, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<StoredFile>;
+    async fn put(
+        &self,
+        path: &str,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<StoredFile>;
 
     /// Streams the bytes at `path`. [`Error::NotFound`] if there are none.
     async fn get(&self, path: &str) -> Result<ByteStream>;
@@ -70,7 +74,10 @@ impl OpendalStore {
     /// Wraps an operator the application built (with its own layers: retry, timeout,
     /// metrics). Its writes must be atomic (as S3's and [`OpendalStore::local`]'s are).
     pub fn new(op: Operator, uri: impl Into<String>) -> Self {
-        OpendalStore { op, uri: uri.into() }
+        OpendalStore {
+            op,
+            uri: uri.into(),
+        }
     }
 
     /// Files under a local directory (created if missing). Each file is written under a
@@ -153,7 +160,9 @@ fn split_uri(rest: &str) -> (String, String, Vec<(String, String)>) {
 fn s3_from_uri(uri: &str, rest: &str) -> Result<OpendalStore> {
     let (bucket, root, pairs) = split_uri(rest);
     if bucket.is_empty() {
-        return Err(Error::invalid(format!("artifact store URI '{uri}' names no bucket")));
+        return Err(Error::invalid(format!(
+            "artifact store URI '{uri}' names no bucket"
+        )));
     }
     let mut builder = opendal::services::S3::default().bucket(&bucket).root(&root);
     for (k, v) in &pairs {
@@ -175,9 +184,8 @@ fn s3_from_uri(uri: &str, rest: &str) -> Result<OpendalStore> {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let transport = opendal::HttpTransporter::new(
-        opendal_http_transport_reqwest::ReqwestTransport::default(),
-    );
+    let transport =
+        opendal::HttpTransporter::new(opendal_http_transport_reqwest::ReqwestTransport::default());
     let op = Operator::new(builder)?
         .with_context(opendal::OperationContext::new().with_http_transport(transport));
     let display = uri.split('?').next().unwrap_or(uri).to_owned();
@@ -206,7 +214,11 @@ fn hdfs_from_uri(_uri: &str, _rest: &str) -> Result<OpendalStore> {
 
 #[async_trait]
 impl ArtifactStore for OpendalStore {
-    async fn put(&self, path: &str, reader: &mut (dyn AsyncRead + Send + Unpin)) -> Result<StoredFile> {
+    async fn put(
+        &self,
+        path: &str,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<StoredFile> {
         check_store_path(path)?;
         let mut writer = self
             .op
@@ -235,7 +247,16 @@ impl ArtifactStore for OpendalStore {
         check_store_path(path)?;
         let reader = self.op.reader_with(path).chunk(CHUNK_SIZE).await?;
         let stream = reader.into_bytes_stream(..).await?;
-        Ok(stream.map(|r| r.map_err(|e| Error::Storage(opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string())))).boxed())
+        Ok(stream
+            .map(|r| {
+                r.map_err(|e| {
+                    Error::Storage(opendal::Error::new(
+                        opendal::ErrorKind::Unexpected,
+                        e.to_string(),
+                    ))
+                })
+            })
+            .boxed())
     }
 
     async fn size(&self, path: &str) -> Result<Option<u64>> {
@@ -331,7 +352,10 @@ pub fn check_store_path(path: &str) -> Result<()> {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return bad("contains a control character or backslash");
     }
-    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("has an empty, '.' or '..' segment");
     }
     Ok(())
@@ -340,7 +364,9 @@ pub fn check_store_path(path: &str) -> Result<()> {
 fn check_store_prefix(prefix: &str) -> Result<()> {
     match prefix.strip_suffix('/') {
         Some(dir) => check_store_path(dir),
-        None => Err(Error::invalid(format!("artifact prefix {prefix:?} must end with '/'"))),
+        None => Err(Error::invalid(format!(
+            "artifact prefix {prefix:?} must end with '/'"
+        ))),
     }
 }
 

@@ -108,7 +108,9 @@ impl Endpoint {
         if let Some(c) = self.capacity
             && !(c.is_finite() && c >= 0.0)
         {
-            return Err(Error::invalid(format!("capacity {c} is not a finite, non-negative rate")));
+            return Err(Error::invalid(format!(
+                "capacity {c} is not a finite, non-negative rate"
+            )));
         }
         for k in self.labels.keys() {
             crate::model::check_key(k)?;

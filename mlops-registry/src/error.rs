@@ -106,10 +106,12 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::Conflict(_) => true,
-            Error::Database(e) => matches!(
-                e,
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            ) || is_busy(e),
+            Error::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+                ) || is_busy(e)
+            }
             Error::Storage(e) => e.is_temporary(),
             Error::Io { source, .. } => matches!(
                 source.kind(),

@@ -161,7 +161,8 @@ impl Registry {
             .clone()
             .unwrap_or_else(|| path.display().to_string());
         let new = version.with_manifest(manifest.clone()).with_source(source);
-        self.register_files(name, &root, manifest, new, change).await
+        self.register_files(name, &root, manifest, new, change)
+            .await
     }
 
     /// Registers files under `root` described by `manifest` (its `files`, relative to
@@ -192,7 +193,9 @@ impl Registry {
                     manifest: Some(manifest),
                     ..VersionUpdate::default()
                 };
-                self.models.update_version(name, created.version, &update).await?;
+                self.models
+                    .update_version(name, created.version, &update)
+                    .await?;
                 self.models
                     .set_version_status(name, created.version, VersionStatus::Ready, None, change)
                     .await
@@ -254,7 +257,10 @@ impl Registry {
     /// [`Error::Integrity`] and leaves no file at its path.
     pub async fn download(&self, reference: &str, dest: &Path) -> Result<Downloaded> {
         let version = self.resolve(reference).await?;
-        if !matches!(version.status, VersionStatus::Ready | VersionStatus::Archived) {
+        if !matches!(
+            version.status,
+            VersionStatus::Ready | VersionStatus::Archived
+        ) {
             return Err(Error::FailedPrecondition(format!(
                 "model '{}' version {} is {}: it has no complete artifacts",
                 version.name, version.version, version.status
@@ -312,7 +318,9 @@ impl Registry {
                 written.map_err(|e| Error::io(part.display(), e))?;
                 hasher = hashed.map_err(|e| Error::io("sha256", std::io::Error::other(e)))?;
             }
-            out.sync_all().await.map_err(|e| Error::io(part.display(), e))?;
+            out.sync_all()
+                .await
+                .map_err(|e| Error::io(part.display(), e))?;
             let sha256 = hex::encode(hasher.finalize());
             if size != want.size || sha256 != want.sha256 {
                 return Err(Error::Integrity {
@@ -337,7 +345,9 @@ impl Registry {
     /// Deletes a version (refused while an alias points at it), then its files.
     pub async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
         self.models.delete_version(name, version, change).await?;
-        self.artifacts.delete_all(&version_prefix(name, version)).await
+        self.artifacts
+            .delete_all(&version_prefix(name, version))
+            .await
     }
 
     /// Deletes a model, its versions and aliases, then its files.
@@ -373,11 +383,7 @@ impl Registry {
             )));
         }
         // Fail fast if the alias already moved; the final compare-and-set re-checks.
-        let current = match self
-            .models
-            .resolve(&ModelRef::alias(model, alias))
-            .await
-        {
+        let current = match self.models.resolve(&ModelRef::alias(model, alias)).await {
             Ok(v) => Some(v.version),
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
@@ -397,7 +403,9 @@ impl Registry {
             policy,
         )
         .await?;
-        self.models.set_validation(model, candidate.0, &report).await?;
+        self.models
+            .set_validation(model, candidate.0, &report)
+            .await?;
         if !report.passed {
             return Ok(PromotionOutcome {
                 report,
@@ -457,7 +465,9 @@ impl Registry {
                 let id = lock(&shared).id.clone();
                 let renewed = match directory.renew(&id, ttl).await {
                     Ok(l) => Ok(l),
-                    Err(Error::NotFound { .. }) => directory.register_endpoint(&endpoint, ttl).await,
+                    Err(Error::NotFound { .. }) => {
+                        directory.register_endpoint(&endpoint, ttl).await
+                    }
                     Err(e) => Err(e),
                 };
                 // A failed renewal is retried at the next tick; the lease may still be live.

@@ -60,8 +60,8 @@ pub use facade::{Downloaded, Heartbeat, Promotion, PromotionOutcome, Registry};
 pub use memory::InMemoryRegistry;
 pub use model::{
     AuditAction, AuditEvent, AuditQuery, Change, Compare, Expect, MAX_KEY_LEN, ModelQuery,
-    ModelVersion, NewVersion, RegisteredModel, VersionQuery, VersionStatus, check_alias,
-    check_key, check_name,
+    ModelVersion, NewVersion, RegisteredModel, VersionQuery, VersionStatus, check_alias, check_key,
+    check_name,
 };
 pub use registry::{ModelRegistry, ModelRegistryExt, VersionUpdate};
 #[cfg(feature = "postgres")]

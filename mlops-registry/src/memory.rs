@@ -37,7 +37,13 @@ struct State {
 }
 
 impl State {
-    fn log(&mut self, model: &str, action: AuditAction, change: &Change, report: Option<&ValidationReport>) {
+    fn log(
+        &mut self,
+        model: &str,
+        action: AuditAction,
+        change: &Change,
+        report: Option<&ValidationReport>,
+    ) {
         let id = self.audit.len() as u64 + 1;
         self.audit.push(AuditEvent {
             id,
@@ -50,7 +56,9 @@ impl State {
     }
 
     fn model_mut(&mut self, name: &str) -> Result<&mut RegisteredModel> {
-        self.models.get_mut(name).ok_or_else(|| model_not_found(name))
+        self.models
+            .get_mut(name)
+            .ok_or_else(|| model_not_found(name))
     }
 
     fn version(&self, name: &str, version: u64) -> Result<ModelVersion> {
@@ -167,7 +175,12 @@ impl ModelRegistry for InMemoryRegistry {
 
     async fn search_models(&self, query: &ModelQuery) -> Result<Vec<RegisteredModel>> {
         let s = self.lock();
-        let mut out: Vec<_> = s.models.values().filter(|m| query.matches(m)).cloned().collect();
+        let mut out: Vec<_> = s
+            .models
+            .values()
+            .filter(|m| query.matches(m))
+            .cloned()
+            .collect();
         if let Some(limit) = query.limit {
             out.truncate(limit);
         }
@@ -193,21 +206,28 @@ impl ModelRegistry for InMemoryRegistry {
         new.validate()?;
         let mut s = self.lock();
         let t = now();
-        let model = s.models.entry(name.to_owned()).or_insert_with(|| RegisteredModel {
-            name: name.to_owned(),
-            description: None,
-            tags: BTreeMap::new(),
-            aliases: BTreeMap::new(),
-            latest_version: 0,
-            created_at: t,
-            updated_at: t,
-        });
+        let model = s
+            .models
+            .entry(name.to_owned())
+            .or_insert_with(|| RegisteredModel {
+                name: name.to_owned(),
+                description: None,
+                tags: BTreeMap::new(),
+                aliases: BTreeMap::new(),
+                latest_version: 0,
+                created_at: t,
+                updated_at: t,
+            });
         model.latest_version += 1;
         let number = model.latest_version;
         let v = ModelVersion {
             name: name.to_owned(),
             version: number,
-            status: if new.ready { VersionStatus::Ready } else { VersionStatus::Pending },
+            status: if new.ready {
+                VersionStatus::Ready
+            } else {
+                VersionStatus::Pending
+            },
             status_message: None,
             description: new.description,
             source: new.source,
@@ -221,8 +241,16 @@ impl ModelRegistry for InMemoryRegistry {
             created_at: t,
             updated_at: t,
         };
-        s.versions.entry(name.to_owned()).or_default().insert(number, v.clone());
-        s.log(name, AuditAction::VersionCreated { version: number }, change, None);
+        s.versions
+            .entry(name.to_owned())
+            .or_default()
+            .insert(number, v.clone());
+        s.log(
+            name,
+            AuditAction::VersionCreated { version: number },
+            change,
+            None,
+        );
         Ok(v)
     }
 
@@ -384,7 +412,10 @@ impl ModelRegistry for InMemoryRegistry {
 
     async fn resolve(&self, reference: &ModelRef) -> Result<ModelVersion> {
         let s = self.lock();
-        let model = s.models.get(&reference.name).ok_or_else(|| model_not_found(&reference.name))?;
+        let model = s
+            .models
+            .get(&reference.name)
+            .ok_or_else(|| model_not_found(&reference.name))?;
         let number = match &reference.selector {
             VersionSelector::Version(v) => *v,
             VersionSelector::Alias(a) => *model
@@ -407,7 +438,12 @@ impl ModelRegistry for InMemoryRegistry {
 
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
         let s = self.lock();
-        let mut out: Vec<_> = s.audit.iter().filter(|e| query.matches(e)).cloned().collect();
+        let mut out: Vec<_> = s
+            .audit
+            .iter()
+            .filter(|e| query.matches(e))
+            .cloned()
+            .collect();
         if let Some(limit) = query.limit {
             out.truncate(limit);
         }

@@ -223,11 +223,18 @@ impl NewVersion {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        for key in self.tags.keys().chain(self.params.keys()).chain(self.metrics.keys()) {
+        for key in self
+            .tags
+            .keys()
+            .chain(self.params.keys())
+            .chain(self.metrics.keys())
+        {
             check_key(key)?;
         }
         if let Some((k, v)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::invalid(format!("metric '{k}' is {v}, not a finite number")));
+            return Err(Error::invalid(format!(
+                "metric '{k}' is {v}, not a finite number"
+            )));
         }
         Ok(())
     }
@@ -487,9 +494,10 @@ impl VersionQuery {
                 .is_none_or(|p| v.name.starts_with(p.as_str()))
             && (self.status.is_empty() || self.status.contains(&v.status))
             && self.tags.iter().all(|(k, val)| v.tags.get(k) == Some(val))
-            && self.metrics.iter().all(|(k, cmp, val)| {
-                v.metrics.get(k).is_some_and(|m| cmp.holds(*m, *val))
-            })
+            && self
+                .metrics
+                .iter()
+                .all(|(k, cmp, val)| v.metrics.get(k).is_some_and(|m| cmp.holds(*m, *val)))
     }
 
     /// Sorts and truncates matching versions; shared by every backend.

@@ -34,7 +34,9 @@ impl VersionUpdate {
             crate::model::check_key(key)?;
         }
         if let Some((k, v)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::invalid(format!("metric '{k}' is {v}, not a finite number")));
+            return Err(Error::invalid(format!(
+                "metric '{k}' is {v}, not a finite number"
+            )));
         }
         Ok(())
     }
@@ -165,11 +167,15 @@ pub trait ModelRegistryExt: ModelRegistry {
             ..AuditQuery::model(name).with_alias(alias)
         };
         let events = self.audit_log(&query).await?;
-        Ok(events.iter().rev().find_map(|e| match e.action {
-            AuditAction::AliasSet { to, .. } => Some(Some(to)),
-            AuditAction::AliasDeleted { .. } => Some(None),
-            _ => None,
-        }).flatten())
+        Ok(events
+            .iter()
+            .rev()
+            .find_map(|e| match e.action {
+                AuditAction::AliasSet { to, .. } => Some(Some(to)),
+                AuditAction::AliasDeleted { .. } => Some(None),
+                _ => None,
+            })
+            .flatten())
     }
 
     /// Every move of `alias`, oldest first: `(when, version)`, `None` for a deletion.
@@ -178,7 +184,9 @@ pub trait ModelRegistryExt: ModelRegistry {
         name: &str,
         alias: &str,
     ) -> Result<Vec<(DateTime<Utc>, Option<u64>)>> {
-        let events = self.audit_log(&AuditQuery::model(name).with_alias(alias)).await?;
+        let events = self
+            .audit_log(&AuditQuery::model(name).with_alias(alias))
+            .await?;
         Ok(events
             .iter()
             .filter_map(|e| match e.action {

@@ -39,7 +39,9 @@ fn who() -> Change {
 
 fn assert_not_found<T: std::fmt::Debug>(r: crate::Result<T>, what: &str) {
     match r {
-        Err(Error::NotFound { what: w }) => assert!(w.contains(what), "NotFound names {w:?}, expected {what:?}"),
+        Err(Error::NotFound { what: w }) => {
+            assert!(w.contains(what), "NotFound names {w:?}, expected {what:?}")
+        }
         other => panic!("expected NotFound({what}), got {other:?}"),
     }
 }
@@ -89,8 +91,14 @@ pub async fn model_registry(r: &dyn ModelRegistry) {
 pub async fn models(r: &dyn ModelRegistry) {
     let name = unique_name("models");
     let tags = BTreeMap::from([("team".to_owned(), "risk".to_owned())]);
-    let m = r.create_model(&name, Some("fraud scores"), &tags).await.expect("create");
-    assert_eq!((m.name.as_str(), m.description.as_deref()), (name.as_str(), Some("fraud scores")));
+    let m = r
+        .create_model(&name, Some("fraud scores"), &tags)
+        .await
+        .expect("create");
+    assert_eq!(
+        (m.name.as_str(), m.description.as_deref()),
+        (name.as_str(), Some("fraud scores"))
+    );
     assert_eq!(m.tags, tags);
     assert_eq!(m.latest_version, 0);
     assert!(matches!(
@@ -103,9 +111,15 @@ pub async fn models(r: &dyn ModelRegistry) {
         ("team".to_owned(), None),
         ("owner".to_owned(), Some("ana".to_owned())),
     ]);
-    let m2 = r.update_model(&name, Some("v2"), &update).await.expect("update");
+    let m2 = r
+        .update_model(&name, Some("v2"), &update)
+        .await
+        .expect("update");
     assert_eq!(m2.description.as_deref(), Some("v2"));
-    assert_eq!(m2.tags, BTreeMap::from([("owner".to_owned(), "ana".to_owned())]));
+    assert_eq!(
+        m2.tags,
+        BTreeMap::from([("owner".to_owned(), "ana".to_owned())])
+    );
     assert!(m2.updated_at >= m.updated_at);
 
     let found = r
@@ -116,7 +130,10 @@ pub async fn models(r: &dyn ModelRegistry) {
         })
         .await
         .expect("search");
-    assert_eq!(found.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), [name.as_str()]);
+    assert_eq!(
+        found.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        [name.as_str()]
+    );
     let none = r
         .search_models(&ModelQuery {
             name_prefix: Some(name.clone()),
@@ -130,7 +147,10 @@ pub async fn models(r: &dyn ModelRegistry) {
     for bad in ["", "a/b", "a@b", "../x", "x y", "é"] {
         assert_invalid(r.create_model(bad, None, &BTreeMap::new()).await, "");
     }
-    assert_not_found(r.get_model("no-such-model-anywhere").await, "no-such-model-anywhere");
+    assert_not_found(
+        r.get_model("no-such-model-anywhere").await,
+        "no-such-model-anywhere",
+    );
     r.delete_model(&name, &who()).await.expect("delete");
     assert_not_found(r.get_model(&name).await, &name);
     assert_not_found(r.delete_model(&name, &who()).await, &name);
@@ -138,7 +158,9 @@ pub async fn models(r: &dyn ModelRegistry) {
 
 fn manifest_for(name: &str) -> ModelManifest {
     let path = mlops_core::testkit::testdata("mlp.onnx");
-    ModelManifest::from_path(&path).expect("testdata/mlp.onnx").with_name(name)
+    ModelManifest::from_path(&path)
+        .expect("testdata/mlp.onnx")
+        .with_name(name)
 }
 
 /// Versions: numbering, facts, status rules, resolution, updates, deletion.
@@ -163,12 +185,25 @@ pub async fn versions(r: &dyn ModelRegistry) {
     assert_eq!((v1.version, v1.status), (1, VersionStatus::Pending));
     assert_eq!(
         v1.metrics,
-        BTreeMap::from([("accuracy".to_owned(), 0.91), ("latency_ms".to_owned(), 47.089999999999996)])
+        BTreeMap::from([
+            ("accuracy".to_owned(), 0.91),
+            ("latency_ms".to_owned(), 47.089999999999996)
+        ])
     );
-    assert_eq!(v1.params, BTreeMap::from([("lr".to_owned(), "0.01".to_owned())]));
-    assert_eq!(v1.tags, BTreeMap::from([("stage".to_owned(), "dev".to_owned())]));
+    assert_eq!(
+        v1.params,
+        BTreeMap::from([("lr".to_owned(), "0.01".to_owned())])
+    );
+    assert_eq!(
+        v1.tags,
+        BTreeMap::from([("stage".to_owned(), "dev".to_owned())])
+    );
     assert_eq!(v1.lineage, lineage);
-    assert_eq!(v1.manifest, Some(manifest_for(&name)), "the manifest round-trips");
+    assert_eq!(
+        v1.manifest,
+        Some(manifest_for(&name)),
+        "the manifest round-trips"
+    );
     assert_eq!(r.get_version(&name, 1).await.expect("get v1"), v1);
     assert_eq!(r.get_model(&name).await.expect("model").latest_version, 1);
 
@@ -179,7 +214,13 @@ pub async fn versions(r: &dyn ModelRegistry) {
         .await
         .expect("v2");
     assert_eq!((v2.version, v2.status), (2, VersionStatus::Ready));
-    assert_eq!(r.resolve(&ModelRef::latest(&name)).await.expect("latest").version, 2);
+    assert_eq!(
+        r.resolve(&ModelRef::latest(&name))
+            .await
+            .expect("latest")
+            .version,
+        2
+    );
 
     // Status rules.
     let ready = r
@@ -188,27 +229,52 @@ pub async fn versions(r: &dyn ModelRegistry) {
         .expect("ready");
     assert_eq!(ready.status, VersionStatus::Ready);
     assert!(matches!(
-        r.set_version_status(&name, 1, VersionStatus::Pending, None, &who()).await,
+        r.set_version_status(&name, 1, VersionStatus::Pending, None, &who())
+            .await,
         Err(Error::FailedPrecondition(_))
     ));
-    assert_eq!(r.resolve(&ModelRef::latest(&name)).await.expect("latest").version, 2);
+    assert_eq!(
+        r.resolve(&ModelRef::latest(&name))
+            .await
+            .expect("latest")
+            .version,
+        2
+    );
     let archived = r
-        .set_version_status(&name, 2, VersionStatus::Archived, Some("superseded"), &who())
+        .set_version_status(
+            &name,
+            2,
+            VersionStatus::Archived,
+            Some("superseded"),
+            &who(),
+        )
         .await
         .expect("archive");
     assert_eq!(archived.status_message.as_deref(), Some("superseded"));
-    assert_eq!(r.resolve(&ModelRef::latest(&name)).await.expect("latest").version, 1);
+    assert_eq!(
+        r.resolve(&ModelRef::latest(&name))
+            .await
+            .expect("latest")
+            .version,
+        1
+    );
 
     // Updates; the manifest is frozen once READY.
     let update = VersionUpdate {
         description: Some("retrained".into()),
-        tags: BTreeMap::from([("stage".to_owned(), None), ("owner".to_owned(), Some("ana".to_owned()))]),
+        tags: BTreeMap::from([
+            ("stage".to_owned(), None),
+            ("owner".to_owned(), Some("ana".to_owned())),
+        ]),
         metrics: BTreeMap::from([("f1".to_owned(), 0.8)]),
         manifest: None,
     };
     let u = r.update_version(&name, 1, &update).await.expect("update");
     assert_eq!(u.description.as_deref(), Some("retrained"));
-    assert_eq!(u.tags, BTreeMap::from([("owner".to_owned(), "ana".to_owned())]));
+    assert_eq!(
+        u.tags,
+        BTreeMap::from([("owner".to_owned(), "ana".to_owned())])
+    );
     assert_eq!(u.metrics.get("f1"), Some(&0.8));
     assert_eq!(u.metrics.get("accuracy"), Some(&0.91));
     let frozen = VersionUpdate {
@@ -227,24 +293,37 @@ pub async fn versions(r: &dyn ModelRegistry) {
 
     // Validation reports are kept whole.
     let report = sample_report(&format!("{name}/1"), true);
-    r.set_validation(&name, 1, &report).await.expect("validation");
-    assert_eq!(r.get_version(&name, 1).await.expect("v1").validation, Some(report));
+    r.set_validation(&name, 1, &report)
+        .await
+        .expect("validation");
+    assert_eq!(
+        r.get_version(&name, 1).await.expect("v1").validation,
+        Some(report)
+    );
 
     // Missing things are named.
     assert_not_found(r.get_version(&name, 99).await, "version 99");
     assert_not_found(r.get_version("missing-model-x", 1).await, "missing-model-x");
     assert_not_found(r.resolve(&ModelRef::version(&name, 7)).await, "version 7");
     assert_not_found(r.resolve(&ModelRef::alias(&name, "nope")).await, "nope");
-    assert_invalid(r.create_version("bad/name", NewVersion::new(), &who()).await, "bad/name");
     assert_invalid(
-        r.create_version(&name, NewVersion::new().with_tag("", "x"), &who()).await,
+        r.create_version("bad/name", NewVersion::new(), &who())
+            .await,
+        "bad/name",
+    );
+    assert_invalid(
+        r.create_version(&name, NewVersion::new().with_tag("", "x"), &who())
+            .await,
         "key",
     );
 
     // Deleting keeps numbers monotonic.
     r.delete_version(&name, 2, &who()).await.expect("delete v2");
     assert_not_found(r.get_version(&name, 2).await, "version 2");
-    let v3 = r.create_version(&name, NewVersion::new(), &who()).await.expect("v3");
+    let v3 = r
+        .create_version(&name, NewVersion::new(), &who())
+        .await
+        .expect("v3");
     assert_eq!(v3.version, 3, "numbers are never reused");
 }
 
@@ -252,75 +331,171 @@ pub async fn versions(r: &dyn ModelRegistry) {
 pub async fn aliases(r: &dyn ModelRegistry) {
     let name = unique_name("aliases");
     for _ in 0..3 {
-        r.create_version(&name, NewVersion::new().ready(), &who()).await.expect("version");
+        r.create_version(&name, NewVersion::new().ready(), &who())
+            .await
+            .expect("version");
     }
-    let pending = r.create_version(&name, NewVersion::new(), &who()).await.expect("v4");
+    let pending = r
+        .create_version(&name, NewVersion::new(), &who())
+        .await
+        .expect("v4");
     let by = Change::by("ana").because("first rollout");
 
-    assert_eq!(r.set_alias(&name, "production", 1, Expect::Absent, &by, None).await.expect("set"), None);
-    assert!(matches!(
-        r.set_alias(&name, "production", 2, Expect::Absent, &by, None).await,
-        Err(Error::Conflict(_))
-    ));
-    assert!(matches!(
-        r.set_alias(&name, "production", 2, Expect::Version(3), &by, None).await,
-        Err(Error::Conflict(_))
-    ));
-    assert_eq!(r.resolve(&ModelRef::alias(&name, "production")).await.expect("alias").version, 1, "a lost CAS changes nothing");
     assert_eq!(
-        r.set_alias(&name, "production", 2, Expect::Version(1), &by, None).await.expect("move"),
+        r.set_alias(&name, "production", 1, Expect::Absent, &by, None)
+            .await
+            .expect("set"),
+        None
+    );
+    assert!(matches!(
+        r.set_alias(&name, "production", 2, Expect::Absent, &by, None)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        r.set_alias(&name, "production", 2, Expect::Version(3), &by, None)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        r.resolve(&ModelRef::alias(&name, "production"))
+            .await
+            .expect("alias")
+            .version,
+        1,
+        "a lost CAS changes nothing"
+    );
+    assert_eq!(
+        r.set_alias(&name, "production", 2, Expect::Version(1), &by, None)
+            .await
+            .expect("move"),
         Some(1)
     );
-    assert_eq!(r.set_alias(&name, "staging", 3, Expect::Any, &by, None).await.expect("staging"), None);
-    assert!(matches!(
-        r.set_alias(&name, "canary", pending.version, Expect::Any, &by, None).await,
-        Err(Error::FailedPrecondition(_))
-    ), "a PENDING version cannot be aliased");
-    assert_invalid(r.set_alias(&name, "latest", 1, Expect::Any, &by, None).await, "reserved");
-    assert_invalid(r.set_alias(&name, "9x", 1, Expect::Any, &by, None).await, "letter");
-    assert_not_found(r.set_alias(&name, "x", 77, Expect::Any, &by, None).await, "version 77");
+    assert_eq!(
+        r.set_alias(&name, "staging", 3, Expect::Any, &by, None)
+            .await
+            .expect("staging"),
+        None
+    );
+    assert!(
+        matches!(
+            r.set_alias(&name, "canary", pending.version, Expect::Any, &by, None)
+                .await,
+            Err(Error::FailedPrecondition(_))
+        ),
+        "a PENDING version cannot be aliased"
+    );
+    assert_invalid(
+        r.set_alias(&name, "latest", 1, Expect::Any, &by, None)
+            .await,
+        "reserved",
+    );
+    assert_invalid(
+        r.set_alias(&name, "9x", 1, Expect::Any, &by, None).await,
+        "letter",
+    );
+    assert_not_found(
+        r.set_alias(&name, "x", 77, Expect::Any, &by, None).await,
+        "version 77",
+    );
 
     let m = r.get_model(&name).await.expect("model");
-    assert_eq!(m.aliases, BTreeMap::from([("production".to_owned(), 2), ("staging".to_owned(), 3)]));
-    let prod = r.resolve(&ModelRef::alias(&name, "production")).await.expect("resolve");
-    assert_eq!((prod.version, prod.aliases.clone()), (2, vec!["production".to_owned()]));
-    assert_eq!(r.resolve_str(&format!("models:/{name}@staging")).await.expect("uri").version, 3);
+    assert_eq!(
+        m.aliases,
+        BTreeMap::from([("production".to_owned(), 2), ("staging".to_owned(), 3)])
+    );
+    let prod = r
+        .resolve(&ModelRef::alias(&name, "production"))
+        .await
+        .expect("resolve");
+    assert_eq!(
+        (prod.version, prod.aliases.clone()),
+        (2, vec!["production".to_owned()])
+    );
+    assert_eq!(
+        r.resolve_str(&format!("models:/{name}@staging"))
+            .await
+            .expect("uri")
+            .version,
+        3
+    );
 
     // An aliased version is protected.
-    assert!(matches!(r.delete_version(&name, 2, &by).await, Err(Error::FailedPrecondition(_))));
     assert!(matches!(
-        r.set_version_status(&name, 2, VersionStatus::Archived, None, &by).await,
+        r.delete_version(&name, 2, &by).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        r.set_version_status(&name, 2, VersionStatus::Archived, None, &by)
+            .await,
         Err(Error::FailedPrecondition(_))
     ));
 
     assert!(matches!(
-        r.delete_alias(&name, "staging", Expect::Version(1), &by).await,
+        r.delete_alias(&name, "staging", Expect::Version(1), &by)
+            .await,
         Err(Error::Conflict(_))
     ));
-    assert_eq!(r.delete_alias(&name, "staging", Expect::Version(3), &by).await.expect("delete"), 3);
-    assert_not_found(r.delete_alias(&name, "staging", Expect::Any, &by).await, "staging");
-    assert_not_found(r.resolve(&ModelRef::alias(&name, "staging")).await, "staging");
-    r.delete_version(&name, 3, &by).await.expect("unaliased versions can go");
+    assert_eq!(
+        r.delete_alias(&name, "staging", Expect::Version(3), &by)
+            .await
+            .expect("delete"),
+        3
+    );
+    assert_not_found(
+        r.delete_alias(&name, "staging", Expect::Any, &by).await,
+        "staging",
+    );
+    assert_not_found(
+        r.resolve(&ModelRef::alias(&name, "staging")).await,
+        "staging",
+    );
+    r.delete_version(&name, 3, &by)
+        .await
+        .expect("unaliased versions can go");
 }
 
 /// Searching versions by model, tag, metric and status, with ordering and limits.
 pub async fn search(r: &dyn ModelRegistry) {
     let name = unique_name("search");
     for (acc, stage) in [(0.7, "dev"), (0.9, "prod"), (0.8, "prod")] {
-        let new = NewVersion::new().with_metric("accuracy", acc).with_tag("stage", stage).ready();
+        let new = NewVersion::new()
+            .with_metric("accuracy", acc)
+            .with_tag("stage", stage)
+            .ready();
         r.create_version(&name, new, &who()).await.expect("version");
     }
-    let q = VersionQuery::model(&name).with_tag("stage", "prod").order_by("accuracy");
-    let got: Vec<u64> = r.search_versions(&q).await.expect("search").iter().map(|v| v.version).collect();
+    let q = VersionQuery::model(&name)
+        .with_tag("stage", "prod")
+        .order_by("accuracy");
+    let got: Vec<u64> = r
+        .search_versions(&q)
+        .await
+        .expect("search")
+        .iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(got, [2, 3]);
     let q = VersionQuery::model(&name).with_metric("accuracy", Compare::Ge, 0.8);
-    let got: Vec<u64> = r.search_versions(&q).await.expect("search").iter().map(|v| v.version).collect();
+    let got: Vec<u64> = r
+        .search_versions(&q)
+        .await
+        .expect("search")
+        .iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(got, [3, 2], "newest first without an order");
     let q = VersionQuery {
         limit: Some(1),
         ..VersionQuery::model(&name).order_by("accuracy")
     };
-    let got: Vec<u64> = r.search_versions(&q).await.expect("search").iter().map(|v| v.version).collect();
+    let got: Vec<u64> = r
+        .search_versions(&q)
+        .await
+        .expect("search")
+        .iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(got, [2]);
     let q = VersionQuery::model(&name).with_status(VersionStatus::Pending);
     assert!(r.search_versions(&q).await.expect("search").is_empty());
@@ -335,35 +510,74 @@ pub async fn search(r: &dyn ModelRegistry) {
 pub async fn audit(r: &dyn ModelRegistry) {
     let name = unique_name("audit");
     for _ in 0..2 {
-        r.create_version(&name, NewVersion::new().ready(), &who()).await.expect("version");
+        r.create_version(&name, NewVersion::new().ready(), &who())
+            .await
+            .expect("version");
     }
     let before = Utc::now();
     tokio::time::sleep(Duration::from_millis(2)).await;
     let report = sample_report(&format!("{name}/2"), true);
-    r.set_alias(&name, "production", 1, Expect::Absent, &Change::by("ana").because("launch"), None)
-        .await
-        .expect("set");
+    r.set_alias(
+        &name,
+        "production",
+        1,
+        Expect::Absent,
+        &Change::by("ana").because("launch"),
+        None,
+    )
+    .await
+    .expect("set");
     tokio::time::sleep(Duration::from_millis(2)).await;
     let between = Utc::now();
     tokio::time::sleep(Duration::from_millis(2)).await;
-    r.set_alias(&name, "production", 2, Expect::Version(1), &Change::by("ci"), Some(&report))
-        .await
-        .expect("move");
-    r.set_version_status(&name, 1, VersionStatus::Archived, Some("old"), &Change::by("ci"))
-        .await
-        .expect("archive");
+    r.set_alias(
+        &name,
+        "production",
+        2,
+        Expect::Version(1),
+        &Change::by("ci"),
+        Some(&report),
+    )
+    .await
+    .expect("move");
+    r.set_version_status(
+        &name,
+        1,
+        VersionStatus::Archived,
+        Some("old"),
+        &Change::by("ci"),
+    )
+    .await
+    .expect("archive");
 
-    let moves = r.audit_log(&AuditQuery::model(&name).with_alias("production")).await.expect("log");
+    let moves = r
+        .audit_log(&AuditQuery::model(&name).with_alias("production"))
+        .await
+        .expect("log");
     assert_eq!(moves.len(), 2);
     assert_eq!(
         moves[0].action,
-        AuditAction::AliasSet { alias: "production".into(), from: None, to: 1 }
+        AuditAction::AliasSet {
+            alias: "production".into(),
+            from: None,
+            to: 1
+        }
     );
-    assert_eq!((moves[0].change.actor.as_str(), moves[0].change.reason.as_deref()), ("ana", Some("launch")));
+    assert_eq!(
+        (
+            moves[0].change.actor.as_str(),
+            moves[0].change.reason.as_deref()
+        ),
+        ("ana", Some("launch"))
+    );
     assert_eq!(moves[0].report, None);
     assert_eq!(
         moves[1].action,
-        AuditAction::AliasSet { alias: "production".into(), from: Some(1), to: 2 }
+        AuditAction::AliasSet {
+            alias: "production".into(),
+            from: Some(1),
+            to: 2
+        }
     );
     assert_eq!(moves[1].report.as_ref(), Some(&report));
     assert!(moves[0].id < moves[1].id && moves[0].at <= moves[1].at);
@@ -378,15 +592,41 @@ pub async fn audit(r: &dyn ModelRegistry) {
             other => format!("{other:?}"),
         })
         .collect();
-    assert_eq!(kinds, ["created 1", "created 2", "alias 1", "alias 2", "1 READY->ARCHIVED"]);
+    assert_eq!(
+        kinds,
+        [
+            "created 1",
+            "created 2",
+            "alias 1",
+            "alias 2",
+            "1 READY->ARCHIVED"
+        ]
+    );
 
-    assert_eq!(r.alias_at(&name, "production", before).await.expect("at"), None);
-    assert_eq!(r.alias_at(&name, "production", between).await.expect("at"), Some(1));
-    assert_eq!(r.alias_at(&name, "production", Utc::now()).await.expect("at"), Some(2));
+    assert_eq!(
+        r.alias_at(&name, "production", before).await.expect("at"),
+        None
+    );
+    assert_eq!(
+        r.alias_at(&name, "production", between).await.expect("at"),
+        Some(1)
+    );
+    assert_eq!(
+        r.alias_at(&name, "production", Utc::now())
+            .await
+            .expect("at"),
+        Some(2)
+    );
     let history = r.alias_history(&name, "production").await.expect("history");
-    assert_eq!(history.iter().map(|(_, v)| *v).collect::<Vec<_>>(), [Some(1), Some(2)]);
+    assert_eq!(
+        history.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
     let limited = r
-        .audit_log(&AuditQuery { limit: Some(2), ..AuditQuery::model(&name) })
+        .audit_log(&AuditQuery {
+            limit: Some(2),
+            ..AuditQuery::model(&name)
+        })
         .await
         .expect("log");
     assert_eq!(limited.len(), 2);
@@ -401,7 +641,9 @@ pub async fn concurrent_versions(r: Arc<dyn ModelRegistry>, n: usize) {
             let name = name.clone();
             tokio::spawn(async move {
                 let new = NewVersion::new().with_param("i", i.to_string());
-                r.create_version(&name, new, &Change::by("load")).await.expect("concurrent create")
+                r.create_version(&name, new, &Change::by("load"))
+                    .await
+                    .expect("concurrent create")
             })
         })
         .collect();
@@ -410,10 +652,20 @@ pub async fn concurrent_versions(r: Arc<dyn ModelRegistry>, n: usize) {
         numbers.push(t.await.expect("task").version);
     }
     numbers.sort_unstable();
-    assert_eq!(numbers, (1..=n as u64).collect::<Vec<_>>(), "distinct, consecutive numbers");
-    let all = r.search_versions(&VersionQuery::model(&name)).await.expect("search");
+    assert_eq!(
+        numbers,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "distinct, consecutive numbers"
+    );
+    let all = r
+        .search_versions(&VersionQuery::model(&name))
+        .await
+        .expect("search");
     assert_eq!(all.len(), n, "nothing lost");
-    assert_eq!(r.get_model(&name).await.expect("model").latest_version, n as u64);
+    assert_eq!(
+        r.get_model(&name).await.expect("model").latest_version,
+        n as u64
+    );
 }
 
 /// Concurrent alias moves from the same expected version: exactly one wins per round, the
@@ -421,9 +673,13 @@ pub async fn concurrent_versions(r: Arc<dyn ModelRegistry>, n: usize) {
 pub async fn concurrent_alias_moves(r: Arc<dyn ModelRegistry>, rounds: usize) {
     let name = unique_name("race");
     for _ in 0..3 {
-        r.create_version(&name, NewVersion::new().ready(), &who()).await.expect("version");
+        r.create_version(&name, NewVersion::new().ready(), &who())
+            .await
+            .expect("version");
     }
-    r.set_alias(&name, "production", 1, Expect::Absent, &who(), None).await.expect("set");
+    r.set_alias(&name, "production", 1, Expect::Absent, &who(), None)
+        .await
+        .expect("set");
     let mut current = 1;
     for _ in 0..rounds {
         let contenders: Vec<u64> = [1, 2, 3].into_iter().filter(|v| *v != current).collect();
@@ -433,9 +689,16 @@ pub async fn concurrent_alias_moves(r: Arc<dyn ModelRegistry>, rounds: usize) {
                 let r = r.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
-                    r.set_alias(&name, "production", to, Expect::Version(current), &Change::by("racer"), None)
-                        .await
-                        .map(|_| to)
+                    r.set_alias(
+                        &name,
+                        "production",
+                        to,
+                        Expect::Version(current),
+                        &Change::by("racer"),
+                        None,
+                    )
+                    .await
+                    .map(|_| to)
                 })
             })
             .collect();
@@ -449,9 +712,18 @@ pub async fn concurrent_alias_moves(r: Arc<dyn ModelRegistry>, rounds: usize) {
         }
         assert_eq!(winners.len(), 1, "exactly one move wins: {winners:?}");
         current = winners[0];
-        assert_eq!(r.resolve(&ModelRef::alias(&name, "production")).await.expect("resolve").version, current);
+        assert_eq!(
+            r.resolve(&ModelRef::alias(&name, "production"))
+                .await
+                .expect("resolve")
+                .version,
+            current
+        );
     }
-    let moves = r.audit_log(&AuditQuery::model(&name).with_alias("production")).await.expect("log");
+    let moves = r
+        .audit_log(&AuditQuery::model(&name).with_alias("production"))
+        .await
+        .expect("log");
     assert_eq!(moves.len(), rounds + 1, "one event per winning move");
 }
 
@@ -467,30 +739,69 @@ pub async fn endpoint_directory(d: &dyn EndpointDirectory) {
     let lb = d.register_endpoint(&b, long).await.expect("register b");
     assert_ne!(la.id, lb.id);
     let all = d.endpoints(&model, None).await.expect("list");
-    assert_eq!(all.iter().map(|e| &e.endpoint).collect::<Vec<_>>(), [&a, &b]);
+    assert_eq!(
+        all.iter().map(|e| &e.endpoint).collect::<Vec<_>>(),
+        [&a, &b]
+    );
     assert_eq!(all[0].lease, la);
     let v2 = d.endpoints(&model, Some(2)).await.expect("list v2");
-    assert_eq!(v2.iter().map(|e| e.endpoint.address.as_str()).collect::<Vec<_>>(), ["10.0.0.2:8001"]);
-    assert!(d.endpoints(&model, Some(3)).await.expect("list v3").is_empty());
-    assert!(d.endpoints("other-model", None).await.expect("list").is_empty());
+    assert_eq!(
+        v2.iter()
+            .map(|e| e.endpoint.address.as_str())
+            .collect::<Vec<_>>(),
+        ["10.0.0.2:8001"]
+    );
+    assert!(
+        d.endpoints(&model, Some(3))
+            .await
+            .expect("list v3")
+            .is_empty()
+    );
+    assert!(
+        d.endpoints("other-model", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
-    let renewed = d.renew(&la.id, Duration::from_secs(120)).await.expect("renew");
+    let renewed = d
+        .renew(&la.id, Duration::from_secs(120))
+        .await
+        .expect("renew");
     assert!(renewed.expires_at > la.expires_at);
 
     // A short lease lapses; renewing it afterwards is NotFound.
-    let short = d.register_endpoint(&b, Duration::from_millis(20)).await.expect("short");
+    let short = d
+        .register_endpoint(&b, Duration::from_millis(20))
+        .await
+        .expect("short");
     tokio::time::sleep(Duration::from_millis(120)).await;
     let live = d.endpoints(&model, Some(2)).await.expect("list");
-    assert_eq!(live.iter().map(|e| e.lease.id.as_str()).collect::<Vec<_>>(), [lb.id.as_str()]);
+    assert_eq!(
+        live.iter().map(|e| e.lease.id.as_str()).collect::<Vec<_>>(),
+        [lb.id.as_str()]
+    );
     assert_not_found(d.renew(&short.id, long).await, &short.id);
 
     d.deregister(&lb.id).await.expect("deregister");
     assert_not_found(d.deregister(&lb.id).await, &lb.id);
     assert_eq!(d.endpoints(&model, None).await.expect("list").len(), 1);
 
-    assert_invalid(d.register_endpoint(&Endpoint::new("a/b", None, "x", Protocol::OipHttp), long).await, "");
-    assert_invalid(d.register_endpoint(&Endpoint::new(&model, None, "", Protocol::OipHttp), long).await, "address");
-    assert_invalid(d.register_endpoint(&a.clone().with_capacity(f64::NAN), long).await, "capacity");
+    assert_invalid(
+        d.register_endpoint(&Endpoint::new("a/b", None, "x", Protocol::OipHttp), long)
+            .await,
+        "",
+    );
+    assert_invalid(
+        d.register_endpoint(&Endpoint::new(&model, None, "", Protocol::OipHttp), long)
+            .await,
+        "address",
+    );
+    assert_invalid(
+        d.register_endpoint(&a.clone().with_capacity(f64::NAN), long)
+            .await,
+        "capacity",
+    );
     assert_invalid(d.register_endpoint(&a, Duration::ZERO).await, "lease");
     d.deregister(&la.id).await.expect("cleanup");
 }
@@ -522,10 +833,15 @@ pub async fn artifact_store(s: &dyn ArtifactStore) {
     use sha2::{Digest, Sha256};
     let prefix = format!("conformance/{}/", unique_name("store"));
     // Bigger than one chunk, not a multiple of it.
-    let big: Vec<u8> = (0..crate::artifact::CHUNK_SIZE + 4099).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..crate::artifact::CHUNK_SIZE + 4099)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let small = b"hello".to_vec();
     for (path, data) in [("a/big.bin", &big), ("small.txt", &small)] {
-        let stored = s.put(&format!("{prefix}{path}"), &mut data.as_slice()).await.expect("put");
+        let stored = s
+            .put(&format!("{prefix}{path}"), &mut data.as_slice())
+            .await
+            .expect("put");
         assert_eq!(stored.size, data.len() as u64);
         assert_eq!(stored.sha256, hex::encode(Sha256::digest(data)));
         let chunks: Vec<bytes::Bytes> = s
@@ -536,26 +852,49 @@ pub async fn artifact_store(s: &dyn ArtifactStore) {
             .await
             .expect("read");
         assert_eq!(chunks.concat(), *data, "{path} round-trips");
-        assert_eq!(s.size(&format!("{prefix}{path}")).await.expect("size"), Some(data.len() as u64));
+        assert_eq!(
+            s.size(&format!("{prefix}{path}")).await.expect("size"),
+            Some(data.len() as u64)
+        );
     }
-    let empty = s.put(&format!("{prefix}empty"), &mut &b""[..]).await.expect("empty");
+    let empty = s
+        .put(&format!("{prefix}empty"), &mut &b""[..])
+        .await
+        .expect("empty");
     assert_eq!(empty.sha256, hex::encode(Sha256::digest(b"")));
     assert_eq!(
         s.list(&prefix).await.expect("list"),
-        [format!("{prefix}a/big.bin"), format!("{prefix}empty"), format!("{prefix}small.txt")]
+        [
+            format!("{prefix}a/big.bin"),
+            format!("{prefix}empty"),
+            format!("{prefix}small.txt")
+        ]
     );
 
     // A source that fails half-way leaves nothing, not even after an earlier version.
-    let failed = s.put(&format!("{prefix}broken.bin"), &mut Failing { left: 3 << 20 }).await;
+    let failed = s
+        .put(
+            &format!("{prefix}broken.bin"),
+            &mut Failing { left: 3 << 20 },
+        )
+        .await;
     assert!(failed.is_err(), "a failing source fails the put");
-    assert_eq!(s.size(&format!("{prefix}broken.bin")).await.expect("size"), None);
+    assert_eq!(
+        s.size(&format!("{prefix}broken.bin")).await.expect("size"),
+        None
+    );
 
     assert_not_found(s.get(&format!("{prefix}missing")).await.map(|_| ()), "");
-    assert_eq!(s.size(&format!("{prefix}missing")).await.expect("size"), None);
+    assert_eq!(
+        s.size(&format!("{prefix}missing")).await.expect("size"),
+        None
+    );
     for bad in ["", "/abs", "a/../b", "a//b", "./a", "a\0b", "a\\b"] {
         assert_invalid(s.put(bad, &mut &b"x"[..]).await, "artifact path");
     }
     s.delete_all(&prefix).await.expect("delete");
     assert!(s.list(&prefix).await.expect("list").is_empty());
-    s.delete_all(&prefix).await.expect("deleting nothing is fine");
+    s.delete_all(&prefix)
+        .await
+        .expect("deleting nothing is fine");
 }

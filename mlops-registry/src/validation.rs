@@ -107,7 +107,11 @@ impl ValidationPolicy {
 
     /// Names the class-score output and asks for at least `min_agreement` top-1
     /// agreement with the baseline.
-    pub fn with_top1_agreement(mut self, class_output: impl Into<String>, min_agreement: f64) -> Self {
+    pub fn with_top1_agreement(
+        mut self,
+        class_output: impl Into<String>,
+        min_agreement: f64,
+    ) -> Self {
         self.class_output = Some(class_output.into());
         self.min_top1_agreement = Some(min_agreement);
         self
@@ -141,13 +145,17 @@ impl ValidationPolicy {
         ];
         if fractions.iter().flatten().any(|f| !(0.0..=1.0).contains(f))
             || !(self.atol >= 0.0 && self.rtol >= 0.0)
-            || self.max_latency_regression.is_some_and(|f| !(f >= 0.0))
+            || self
+                .max_latency_regression
+                .is_some_and(|f| f.is_nan() || f < 0.0)
         {
             return Err(Error::invalid(
                 "validation policy: shares are in [0, 1], tolerances and regression ≥ 0",
             ));
         }
-        if (self.min_top1_agreement.is_some() || self.min_accuracy.is_some() || self.max_accuracy_drop.is_some())
+        if (self.min_top1_agreement.is_some()
+            || self.min_accuracy.is_some()
+            || self.max_accuracy_drop.is_some())
             && self.class_output.is_none()
         {
             return Err(Error::invalid(
@@ -232,9 +240,18 @@ impl ValidationReport {
             .filter(|c| !c.passed)
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
-        let against = self.baseline.as_deref().map(|b| format!(" against {b}")).unwrap_or_default();
+        let against = self
+            .baseline
+            .as_deref()
+            .map(|b| format!(" against {b}"))
+            .unwrap_or_default();
         if failed.is_empty() {
-            format!("{}{against}: passed {} checks on {} cases", self.candidate, self.checks.len(), self.cases)
+            format!(
+                "{}{against}: passed {} checks on {} cases",
+                self.candidate,
+                self.checks.len(),
+                self.cases
+            )
         } else {
             format!("{}{against}: FAILED {}", self.candidate, failed.join("; "))
         }
@@ -299,7 +316,12 @@ pub async fn validate(
             observed: share,
             threshold: policy.max_disagreement,
             detail: tally.first_difference.clone().unwrap_or_else(|| {
-                format!("all {} cases within atol {} rtol {}", cases.len(), policy.atol, policy.rtol)
+                format!(
+                    "all {} cases within atol {} rtol {}",
+                    cases.len(),
+                    policy.atol,
+                    policy.rtol
+                )
             }),
         });
     }
@@ -311,7 +333,10 @@ pub async fn validate(
             observed: share,
             threshold: policy.max_disagreement,
             detail: tally.first_expected_miss.clone().unwrap_or_else(|| {
-                format!("{} cases match their expected outputs", tally.expected_cases)
+                format!(
+                    "{} cases match their expected outputs",
+                    tally.expected_cases
+                )
             }),
         });
     }
@@ -322,7 +347,10 @@ pub async fn validate(
             passed: baseline.is_some() && tally.top1_rows > 0 && share >= min,
             observed: share,
             threshold: min,
-            detail: format!("{} of {} rows pick the baseline's class", tally.top1_same, tally.top1_rows),
+            detail: format!(
+                "{} of {} rows pick the baseline's class",
+                tally.top1_same, tally.top1_rows
+            ),
         });
     }
     let cand_acc = ratio(tally.cand_correct, tally.labelled_rows);
@@ -332,7 +360,10 @@ pub async fn validate(
             passed: tally.labelled_rows > 0 && cand_acc >= min,
             observed: cand_acc,
             threshold: min,
-            detail: format!("{} of {} labelled rows right", tally.cand_correct, tally.labelled_rows),
+            detail: format!(
+                "{} of {} labelled rows right",
+                tally.cand_correct, tally.labelled_rows
+            ),
         });
     }
     if let Some(max_drop) = policy.max_accuracy_drop {
@@ -441,7 +472,10 @@ impl Tally {
             self.labelled_rows += labels.len();
             let correct = |pred: &Option<Vec<usize>>| {
                 pred.as_ref().map_or(0, |p| {
-                    p.iter().zip(labels).filter(|(p, l)| i64::try_from(**p).ok() == Some(**l)).count()
+                    p.iter()
+                        .zip(labels)
+                        .filter(|(p, l)| i64::try_from(**p).ok() == Some(**l))
+                        .count()
                 })
             };
             self.cand_correct += correct(&cand_top);
@@ -457,7 +491,12 @@ fn compare(got: &[Tensor], want: &[Tensor], policy: &ValidationPolicy) -> Option
             return Some(format!("output '{}' is missing", w.name()));
         };
         if g.shape() != w.shape() {
-            return Some(format!("output '{}' has shape {:?}, not {:?}", w.name(), g.shape(), w.shape()));
+            return Some(format!(
+                "output '{}' has shape {:?}, not {:?}",
+                w.name(),
+                g.shape(),
+                w.shape()
+            ));
         }
         if g.dtype() == mlops_core::DataType::Bytes || w.dtype() == mlops_core::DataType::Bytes {
             if g.data() != w.data() || g.dtype() != w.dtype() {
@@ -471,7 +510,8 @@ fn compare(got: &[Tensor], want: &[Tensor], policy: &ValidationPolicy) -> Option
         for (j, (a, b)) in gv.iter().zip(&wv).enumerate() {
             let bound = policy.atol + policy.rtol * b.abs();
             let same_nan = a.is_nan() && b.is_nan();
-            if !same_nan && !((a - b).abs() <= bound) {
+            let within = (a - b).abs() <= bound; // false for a NaN on one side only
+            if !same_nan && !within {
                 return Some(format!(
                     "output '{}' element {j}: {a} vs {b} (|diff| {:.3e} > {:.3e})",
                     w.name(),
@@ -499,7 +539,9 @@ fn top1(outputs: &[Tensor], output: &str) -> Option<Vec<usize>> {
             .map(|row| {
                 row.iter()
                     .enumerate()
-                    .fold((0, f64::NEG_INFINITY), |best, (k, &v)| if v > best.1 { (k, v) } else { best })
+                    .fold((0, f64::NEG_INFINITY), |best, (k, &v)| {
+                        if v > best.1 { (k, v) } else { best }
+                    })
                     .0
             })
             .collect(),

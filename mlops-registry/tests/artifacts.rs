@@ -16,7 +16,10 @@ async fn local_store() {
     let store = OpendalStore::local(dir.path()).unwrap();
     testkit::artifact_store(&store).await;
     // Nothing is left in the temporary area after the failed write.
-    assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -25,7 +28,10 @@ async fn local_store_clears_leftovers_of_killed_writers() {
     std::fs::create_dir_all(dir.path().join(".tmp")).unwrap();
     std::fs::write(dir.path().join(".tmp/half-written"), b"partial").unwrap();
     let _store = OpendalStore::local(dir.path()).unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -38,9 +44,15 @@ async fn store_uris() {
     let err = OpendalStore::from_uri("ftp://x/y").unwrap_err();
     assert!(err.to_string().contains("unknown scheme 'ftp'"), "{err}");
     #[cfg(not(feature = "s3"))]
-    assert!(matches!(OpendalStore::from_uri("s3://b/p"), Err(Error::NotCompiled(_))));
+    assert!(matches!(
+        OpendalStore::from_uri("s3://b/p"),
+        Err(Error::NotCompiled(_))
+    ));
     #[cfg(not(feature = "hdfs"))]
-    assert!(matches!(OpendalStore::from_uri("hdfs://nn:8020/p"), Err(Error::NotCompiled(_))));
+    assert!(matches!(
+        OpendalStore::from_uri("hdfs://nn:8020/p"),
+        Err(Error::NotCompiled(_))
+    ));
     let _ = Error::NotCompiled("");
 }
 
@@ -61,7 +73,10 @@ async fn s3_store() {
     let store = OpendalStore::from_uri(&uri).unwrap();
     testkit::artifact_store(&store).await;
     let err = OpendalStore::from_uri("s3://mlops-test/x?colour=blue").unwrap_err();
-    assert!(err.to_string().contains("unknown S3 parameter 'colour'"), "{err}");
+    assert!(
+        err.to_string().contains("unknown S3 parameter 'colour'"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "hdfs")]

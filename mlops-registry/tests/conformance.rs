@@ -20,7 +20,11 @@ async fn in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Arc::new(SqliteRegistry::open(dir.path().join("registry.db")).await.unwrap());
+    let r = Arc::new(
+        SqliteRegistry::open(dir.path().join("registry.db"))
+            .await
+            .unwrap(),
+    );
     testkit::model_registry(r.as_ref()).await;
     testkit::endpoint_directory(r.as_ref()).await;
     testkit::concurrent_versions(r.clone(), 1000).await;
@@ -74,7 +78,9 @@ mod postgres {
             if std::env::var_os("CI").is_some() {
                 panic!("MLOPS_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL");
             }
-            eprintln!("skipped: MLOPS_TEST_POSTGRES_URL is not set (scripts/postgres.sh starts a server)");
+            eprintln!(
+                "skipped: MLOPS_TEST_POSTGRES_URL is not set (scripts/postgres.sh starts a server)"
+            );
             return None;
         };
         let admin = sqlx::PgPool::connect(&url).await.unwrap();
@@ -84,7 +90,9 @@ mod postgres {
             .await
             .unwrap();
         let (base, _) = url.rsplit_once('/').unwrap();
-        let r = PostgresRegistry::connect(&format!("{base}/{db}")).await.unwrap();
+        let r = PostgresRegistry::connect(&format!("{base}/{db}"))
+            .await
+            .unwrap();
         Some((r, url, db))
     }
 
@@ -99,7 +107,9 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_conformance() {
-        let Some((r, url, db)) = fresh().await else { return };
+        let Some((r, url, db)) = fresh().await else {
+            return;
+        };
         let shared = Arc::new(r.clone());
         testkit::model_registry(shared.as_ref()).await;
         testkit::endpoint_directory(shared.as_ref()).await;
@@ -110,15 +120,25 @@ mod postgres {
 
     #[tokio::test]
     async fn postgres_refuses_a_newer_schema() {
-        let Some((r, url, db)) = fresh().await else { return };
+        let Some((r, url, db)) = fresh().await else {
+            return;
+        };
         sqlx::query("INSERT INTO mlops_schema (version) VALUES (999)")
             .execute(r.pool())
             .await
             .unwrap();
         let (base, _) = url.rsplit_once('/').unwrap();
-        let err = PostgresRegistry::connect(&format!("{base}/{db}")).await.unwrap_err();
+        let err = PostgresRegistry::connect(&format!("{base}/{db}"))
+            .await
+            .unwrap_err();
         assert!(
-            matches!(err, mlops_registry::Error::SchemaTooNew { found: 999, supported: 1 }),
+            matches!(
+                err,
+                mlops_registry::Error::SchemaTooNew {
+                    found: 999,
+                    supported: 1
+                }
+            ),
             "{err}"
         );
         drop_db(r, &url, &db).await;
@@ -130,9 +150,13 @@ async fn sqlite_refuses_a_newer_schema_and_reopens_an_older_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.db");
     let r = SqliteRegistry::open(&path).await.unwrap();
-    r.create_version("kept", mlops_registry::NewVersion::new().ready(), &mlops_registry::Change::by("t"))
-        .await
-        .unwrap();
+    r.create_version(
+        "kept",
+        mlops_registry::NewVersion::new().ready(),
+        &mlops_registry::Change::by("t"),
+    )
+    .await
+    .unwrap();
     r.close().await;
     // Reopening the same schema changes nothing.
     let r = SqliteRegistry::open(&path).await.unwrap();
@@ -143,6 +167,15 @@ async fn sqlite_refuses_a_newer_schema_and_reopens_an_older_one() {
         .unwrap();
     r.close().await;
     let err = SqliteRegistry::open(&path).await.unwrap_err();
-    assert!(matches!(err, mlops_registry::Error::SchemaTooNew { found: 2, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            mlops_registry::Error::SchemaTooNew {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade the library"), "{err}");
 }

@@ -9,8 +9,7 @@ use std::time::Duration;
 use mlops_core::testkit::testdata;
 use mlops_core::{FileEntry, ModelManifest};
 use mlops_registry::{
-    Change, Endpoint, Error, Expect, NewVersion, Protocol, Registry,
-    VersionStatus,
+    Change, Endpoint, Error, Expect, NewVersion, Protocol, Registry, VersionStatus,
 };
 
 fn who() -> Change {
@@ -26,8 +25,13 @@ fn sha256_file(path: &Path) -> String {
 async fn registers_a_file_and_downloads_it_verified() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).await.unwrap();
-    let new = NewVersion::new().with_metric("accuracy", 0.93).with_param("hidden", "128");
-    let v = registry.register("mlp", &testdata("mlp.onnx"), new, &who()).await.unwrap();
+    let new = NewVersion::new()
+        .with_metric("accuracy", 0.93)
+        .with_param("hidden", "128");
+    let v = registry
+        .register("mlp", &testdata("mlp.onnx"), new, &who())
+        .await
+        .unwrap();
     assert_eq!((v.version, v.status), (1, VersionStatus::Ready));
     let manifest = v.manifest.clone().unwrap();
     assert_eq!(manifest.name, "mlp");
@@ -40,12 +44,18 @@ async fn registers_a_file_and_downloads_it_verified() {
         }]
     );
     assert_eq!(v.metrics.get("accuracy"), Some(&0.93));
-    assert_eq!(v.source.as_deref(), Some(testdata("mlp.onnx").to_str().unwrap()));
+    assert_eq!(
+        v.source.as_deref(),
+        Some(testdata("mlp.onnx").to_str().unwrap())
+    );
 
     let out = tempfile::tempdir().unwrap();
     let got = registry.download("mlp/1", out.path()).await.unwrap();
     assert_eq!(got.entry, out.path().join("mlp.onnx"));
-    assert_eq!(std::fs::read(&got.entry).unwrap(), std::fs::read(testdata("mlp.onnx")).unwrap());
+    assert_eq!(
+        std::fs::read(&got.entry).unwrap(),
+        std::fs::read(testdata("mlp.onnx")).unwrap()
+    );
     // What was downloaded is the same model: same manifest learned from it.
     let relearned = ModelManifest::from_path(&got.entry).unwrap();
     assert_eq!(relearned.files, manifest.files);
@@ -59,9 +69,16 @@ async fn registers_directories_and_companion_files() {
     // An MLflow model directory, and an ONNX file with external weights.
     for (name, path, files) in [
         ("iris", testdata("mlflow_onnx"), None),
-        ("mlp-ext", testdata("mlp_external/model.onnx"), Some(vec!["model.onnx", "weights.bin"])),
+        (
+            "mlp-ext",
+            testdata("mlp_external/model.onnx"),
+            Some(vec!["model.onnx", "weights.bin"]),
+        ),
     ] {
-        let v = registry.register(name, &path, NewVersion::new(), &who()).await.unwrap();
+        let v = registry
+            .register(name, &path, NewVersion::new(), &who())
+            .await
+            .unwrap();
         let manifest = v.manifest.clone().unwrap();
         if let Some(files) = files {
             let mut got: Vec<_> = manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -69,7 +86,10 @@ async fn registers_directories_and_companion_files() {
             assert_eq!(got, files);
         }
         let out = tempfile::tempdir().unwrap();
-        let got = registry.download(&format!("{name}/1"), out.path()).await.unwrap();
+        let got = registry
+            .download(&format!("{name}/1"), out.path())
+            .await
+            .unwrap();
         let root = mlops_core::format::package_root(&path).unwrap();
         for f in &manifest.files {
             assert_eq!(
@@ -87,7 +107,10 @@ async fn registers_directories_and_companion_files() {
 async fn a_corrupt_artifact_is_refused_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).await.unwrap();
-    registry.register("mlp", &testdata("mlp.onnx"), NewVersion::new(), &who()).await.unwrap();
+    registry
+        .register("mlp", &testdata("mlp.onnx"), NewVersion::new(), &who())
+        .await
+        .unwrap();
     let stored = dir.path().join("artifacts/models/mlp/1/mlp.onnx");
     let mut bytes = std::fs::read(&stored).unwrap();
 
@@ -96,9 +119,16 @@ async fn a_corrupt_artifact_is_refused_and_leaves_nothing() {
     std::fs::write(&stored, &bytes).unwrap();
     let out = tempfile::tempdir().unwrap();
     let err = registry.download("mlp", out.path()).await.unwrap_err();
-    assert!(matches!(&err, Error::Integrity { path, .. } if path == "models/mlp/1/mlp.onnx"), "{err}");
+    assert!(
+        matches!(&err, Error::Integrity { path, .. } if path == "models/mlp/1/mlp.onnx"),
+        "{err}"
+    );
     assert!(err.to_string().contains("sha256"), "{err}");
-    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "no file, no partial file");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no file, no partial file"
+    );
 
     // Truncated.
     std::fs::write(&stored, &bytes[..bytes.len() / 2]).unwrap();
@@ -118,11 +148,19 @@ async fn failed_registrations_are_recorded_and_leave_no_files() {
 
     // Not a model: nothing is created.
     let err = registry
-        .register("junk", &testdata("bad/random.bin"), NewVersion::new(), &who())
+        .register(
+            "junk",
+            &testdata("bad/random.bin"),
+            NewVersion::new(),
+            &who(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Model(_)), "{err}");
-    assert!(matches!(registry.models().get_model("junk").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        registry.models().get_model("junk").await,
+        Err(Error::NotFound { .. })
+    ));
 
     // A manifest naming a file that is not there: the version is FAILED with the reason.
     let mut manifest = ModelManifest::from_path(&testdata("mlp.onnx")).unwrap();
@@ -155,7 +193,15 @@ async fn failed_registrations_are_recorded_and_leave_no_files() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
-    assert_eq!(registry.models().get_version("mlp", 2).await.unwrap().status, VersionStatus::Failed);
+    assert_eq!(
+        registry
+            .models()
+            .get_version("mlp", 2)
+            .await
+            .unwrap()
+            .status,
+        VersionStatus::Failed
+    );
 
     // Paths that escape the package are refused before anything is created.
     for bad in ["../secret", "/etc/passwd", "a/../../b", "a\0b"] {
@@ -171,7 +217,15 @@ async fn failed_registrations_are_recorded_and_leave_no_files() {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
     }
-    assert_eq!(registry.models().get_model("mlp").await.unwrap().latest_version, 2);
+    assert_eq!(
+        registry
+            .models()
+            .get_model("mlp")
+            .await
+            .unwrap()
+            .latest_version,
+        2
+    );
 }
 
 /// Writes a valid safetensors file of about `bytes` bytes.
@@ -201,10 +255,15 @@ const CHILD: &str = "MLOPS_REGISTRY_CRASH_CHILD";
 /// registers the model named in the environment, then waits to be killed.
 #[tokio::test]
 async fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD) else { return };
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
     let (dir, model) = spec.split_once('|').unwrap();
     let registry = Registry::open(dir).await.unwrap();
-    registry.register("big", Path::new(model), NewVersion::new(), &who()).await.unwrap();
+    registry
+        .register("big", Path::new(model), NewVersion::new(), &who())
+        .await
+        .unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -240,7 +299,10 @@ async fn a_registration_killed_at_any_point_leaves_no_ready_version() {
             let v = registry.models().get_version("big", n).await.unwrap();
             if v.status == VersionStatus::Ready {
                 let out = tempfile::tempdir().unwrap();
-                let got = registry.download(&format!("big/{n}"), out.path()).await.unwrap();
+                let got = registry
+                    .download(&format!("big/{n}"), out.path())
+                    .await
+                    .unwrap();
                 assert_eq!(sha256_file(&got.entry), sha256_file(&model));
             } else {
                 assert_eq!(v.status, VersionStatus::Pending, "killed, not failed");
@@ -278,28 +340,53 @@ async fn endpoints_by_model_id_with_heartbeats() {
         .unwrap();
     let ttl = Duration::from_millis(150);
     let a = registry
-        .announce(Endpoint::new("mlp", Some(1), "127.0.0.1:8000", Protocol::OipHttp), ttl)
+        .announce(
+            Endpoint::new("mlp", Some(1), "127.0.0.1:8000", Protocol::OipHttp),
+            ttl,
+        )
         .await
         .unwrap();
     let b = registry
-        .announce(Endpoint::new("mlp", Some(2), "127.0.0.1:8001", Protocol::OipGrpc), ttl)
+        .announce(
+            Endpoint::new("mlp", Some(2), "127.0.0.1:8001", Protocol::OipGrpc),
+            ttl,
+        )
         .await
         .unwrap();
     // Several lease times later both are still listed: the heartbeats renewed them.
     tokio::time::sleep(ttl * 4).await;
     let addresses = |list: Vec<mlops_registry::LiveEndpoint>| {
-        list.into_iter().map(|e| e.endpoint.address).collect::<Vec<_>>()
+        list.into_iter()
+            .map(|e| e.endpoint.address)
+            .collect::<Vec<_>>()
     };
-    assert_eq!(addresses(registry.endpoints_for("mlp").await.unwrap()), ["127.0.0.1:8000", "127.0.0.1:8001"]);
-    assert_eq!(addresses(registry.endpoints_for("mlp@production").await.unwrap()), ["127.0.0.1:8001"]);
-    assert_eq!(addresses(registry.endpoints_for("models:/mlp/1").await.unwrap()), ["127.0.0.1:8000"]);
-    assert!(matches!(registry.endpoints_for("mlp@canary").await, Err(Error::NotFound { .. })));
-    assert!(matches!(registry.endpoints_for("mlp/0").await, Err(Error::InvalidArgument(_))));
+    assert_eq!(
+        addresses(registry.endpoints_for("mlp").await.unwrap()),
+        ["127.0.0.1:8000", "127.0.0.1:8001"]
+    );
+    assert_eq!(
+        addresses(registry.endpoints_for("mlp@production").await.unwrap()),
+        ["127.0.0.1:8001"]
+    );
+    assert_eq!(
+        addresses(registry.endpoints_for("models:/mlp/1").await.unwrap()),
+        ["127.0.0.1:8000"]
+    );
+    assert!(matches!(
+        registry.endpoints_for("mlp@canary").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        registry.endpoints_for("mlp/0").await,
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(b.lease().expires_at > chrono::Utc::now());
 
     // A stopped heartbeat deregisters at once.
     a.stop().await;
-    assert_eq!(addresses(registry.endpoints_for("mlp").await.unwrap()), ["127.0.0.1:8001"]);
+    assert_eq!(
+        addresses(registry.endpoints_for("mlp").await.unwrap()),
+        ["127.0.0.1:8001"]
+    );
     drop(b);
 }
-

@@ -27,13 +27,21 @@ impl Linear {
     }
 }
 
-const W: [[f32; 3]; 4] = [[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [-0.5, 0.2, 1.0], [0.0, -1.0, 0.3]];
+const W: [[f32; 3]; 4] = [
+    [1.0, 0.0, -1.0],
+    [0.5, 1.0, 0.0],
+    [-0.5, 0.2, 1.0],
+    [0.0, -1.0, 0.3],
+];
 
 impl Infer for Linear {
     fn infer(&self, inputs: Vec<Tensor>) -> InferFuture<'_> {
         Box::pin(async move {
             if self.fail {
-                return Err(Box::<dyn std::error::Error + Send + Sync>::from("instance crashed") as BoxError);
+                return Err(
+                    Box::<dyn std::error::Error + Send + Sync>::from("instance crashed")
+                        as BoxError,
+                );
             }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
@@ -67,11 +75,19 @@ fn cases() -> Vec<ValidationCase> {
             let labels = pair
                 .iter()
                 .map(|r| {
-                    let scores: Vec<f32> = (0..3).map(|c| (0..4).map(|k| r[k] * W[k][c]).sum()).collect();
-                    scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as i64
+                    let scores: Vec<f32> = (0..3)
+                        .map(|c| (0..4).map(|k| r[k] * W[k][c]).sum())
+                        .collect();
+                    scores
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .unwrap()
+                        .0 as i64
                 })
                 .collect();
-            ValidationCase::new(vec![Tensor::from_vec("x", vec![2, 4], flat).unwrap()]).with_labels(labels)
+            ValidationCase::new(vec![Tensor::from_vec("x", vec![2, 4], flat).unwrap()])
+                .with_labels(labels)
         })
         .collect()
 }
@@ -86,15 +102,29 @@ async fn identical_models_pass_every_check() {
         ..policy
     };
     let (a, b) = (Linear::new(), Linear::new());
-    let report = validate(("m/2", &a), Some(("m/1", &b)), &cases(), &policy).await.unwrap();
+    let report = validate(("m/2", &a), Some(("m/1", &b)), &cases(), &policy)
+        .await
+        .unwrap();
     assert!(report.passed, "{}", report.summary());
-    let got: Vec<_> = report.checks.iter().map(|c| (c.name.as_str(), c.observed)).collect();
+    let got: Vec<_> = report
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.observed))
+        .collect();
     assert_eq!(
         got,
-        [("output_agreement", 0.0), ("top1_agreement", 1.0), ("accuracy", 1.0), ("accuracy_drop", 0.0)]
+        [
+            ("output_agreement", 0.0),
+            ("top1_agreement", 1.0),
+            ("accuracy", 1.0),
+            ("accuracy_drop", 0.0)
+        ]
     );
     assert_eq!(report.cases, 3);
-    assert_eq!(report.summary(), "m/2 against m/1: passed 4 checks on 3 cases");
+    assert_eq!(
+        report.summary(),
+        "m/2 against m/1: passed 4 checks on 3 cases"
+    );
 }
 
 #[tokio::test]
@@ -105,22 +135,40 @@ async fn small_drift_passes_within_tolerance_and_fails_outside_it() {
     };
     let base = Linear::new();
     let loose = ValidationPolicy::default().with_tolerance(1e-3, 0.0);
-    let report = validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &loose).await.unwrap();
+    let report = validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &loose)
+        .await
+        .unwrap();
     assert!(report.passed, "{}", report.summary());
 
     let tight = ValidationPolicy::default().with_tolerance(1e-6, 0.0);
-    let report = validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &tight).await.unwrap();
+    let report = validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &tight)
+        .await
+        .unwrap();
     assert!(!report.passed);
     let check = &report.checks[0];
-    assert_eq!((check.name.as_str(), check.observed), ("output_agreement", 1.0));
-    assert!(check.detail.starts_with("case 0: output 'scores' element 0"), "{}", check.detail);
+    assert_eq!(
+        (check.name.as_str(), check.observed),
+        ("output_agreement", 1.0)
+    );
+    assert!(
+        check
+            .detail
+            .starts_with("case 0: output 'scores' element 0"),
+        "{}",
+        check.detail
+    );
 
     // Allowing a share of disagreeing cases.
     let tolerant = ValidationPolicy {
         max_disagreement: 1.0,
         ..tight
     };
-    assert!(validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &tolerant).await.unwrap().passed);
+    assert!(
+        validate(("m/2", &drifted), Some(("m/1", &base)), &cases(), &tolerant)
+            .await
+            .unwrap()
+            .passed
+    );
 }
 
 #[tokio::test]
@@ -137,7 +185,9 @@ async fn a_classifier_that_changes_its_answers_fails_top1_and_accuracy() {
             .with_top1_agreement("scores", 0.9)
             .with_min_accuracy(0.8)
     };
-    let report = validate(("m/2", &broken), Some(("m/1", &base)), &cases(), &policy).await.unwrap();
+    let report = validate(("m/2", &broken), Some(("m/1", &base)), &cases(), &policy)
+        .await
+        .unwrap();
     assert!(!report.passed);
     let by_name = |n: &str| report.checks.iter().find(|c| c.name == n).unwrap().clone();
     assert!(!by_name("top1_agreement").passed);
@@ -155,12 +205,24 @@ async fn a_slower_candidate_fails_the_latency_check() {
     };
     let base = Linear::new();
     let policy = ValidationPolicy::default().with_max_latency_regression(0.5);
-    let report = validate(("m/2", &slow), Some(("m/1", &base)), &cases(), &policy).await.unwrap();
-    let check = report.checks.iter().find(|c| c.name == "latency_regression").unwrap();
+    let report = validate(("m/2", &slow), Some(("m/1", &base)), &cases(), &policy)
+        .await
+        .unwrap();
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "latency_regression")
+        .unwrap();
     assert!(!check.passed, "{check:?}");
-    assert!(report.candidate_latency.p50_us >= 20_000.0, "{:?}", report.candidate_latency);
+    assert!(
+        report.candidate_latency.p50_us >= 20_000.0,
+        "{:?}",
+        report.candidate_latency
+    );
     // The other way round, the faster one passes.
-    let report = validate(("m/1", &base), Some(("m/2", &slow)), &cases(), &policy).await.unwrap();
+    let report = validate(("m/1", &base), Some(("m/2", &slow)), &cases(), &policy)
+        .await
+        .unwrap();
     assert!(report.passed, "{}", report.summary());
 }
 
@@ -170,7 +232,9 @@ async fn expected_outputs_alone_can_gate_a_first_version() {
     let mut set = cases();
     let expected = model.infer(set[0].inputs.clone()).await.unwrap();
     set[0] = set[0].clone().with_expected(expected);
-    let report = validate(("m/1", &model), None, &set, &ValidationPolicy::default()).await.unwrap();
+    let report = validate(("m/1", &model), None, &set, &ValidationPolicy::default())
+        .await
+        .unwrap();
     assert!(report.passed);
     assert_eq!(report.checks.len(), 1);
     assert_eq!(report.checks[0].name, "expected_outputs");
@@ -180,7 +244,9 @@ async fn expected_outputs_alone_can_gate_a_first_version() {
         drift: 0.1,
         ..Linear::new()
     };
-    let report = validate(("m/1", &wrong), None, &set, &ValidationPolicy::default()).await.unwrap();
+    let report = validate(("m/1", &wrong), None, &set, &ValidationPolicy::default())
+        .await
+        .unwrap();
     assert!(!report.passed);
 }
 
@@ -200,32 +266,67 @@ async fn missing_outputs_and_failing_models_are_reported() {
     .await
     .unwrap();
     assert!(!report.passed);
-    assert!(report.checks[0].detail.contains("output 'scores' is missing"), "{}", report.checks[0].detail);
-    assert_eq!(report.checks[1].observed, 0.0, "no row agrees when the class output is missing");
+    assert!(
+        report.checks[0]
+            .detail
+            .contains("output 'scores' is missing"),
+        "{}",
+        report.checks[0].detail
+    );
+    assert_eq!(
+        report.checks[1].observed, 0.0,
+        "no row agrees when the class output is missing"
+    );
 
     let failing = Linear {
         fail: true,
         ..Linear::new()
     };
-    let err = validate(("m/2", &failing), Some(("m/1", &base)), &cases(), &ValidationPolicy::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(&err, Error::Validation { model, reason } if model == "m/2" && reason == "instance crashed"), "{err}");
+    let err = validate(
+        ("m/2", &failing),
+        Some(("m/1", &base)),
+        &cases(),
+        &ValidationPolicy::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation { model, reason } if model == "m/2" && reason == "instance crashed"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn bad_policies_and_sets_are_refused() {
     let m = Linear::new();
-    let err = validate(("m/2", &m), Some(("m/1", &m)), &[], &ValidationPolicy::default()).await.unwrap_err();
+    let err = validate(
+        ("m/2", &m),
+        Some(("m/1", &m)),
+        &[],
+        &ValidationPolicy::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
     let needs_output = ValidationPolicy::default().with_min_accuracy(0.9);
-    let err = validate(("m/2", &m), None, &cases(), &needs_output).await.unwrap_err();
-    assert!(err.to_string().contains("class_output"), "{err}");
-    let out_of_range = ValidationPolicy::default().with_top1_agreement("scores", 1.5);
-    assert!(validate(("m/2", &m), None, &cases(), &out_of_range).await.is_err());
-    // Nothing to compare against: refused rather than passed.
-    let err = validate(("m/2", &m), None, &[ValidationCase::new(cases()[0].inputs.clone())], &ValidationPolicy::default())
+    let err = validate(("m/2", &m), None, &cases(), &needs_output)
         .await
         .unwrap_err();
+    assert!(err.to_string().contains("class_output"), "{err}");
+    let out_of_range = ValidationPolicy::default().with_top1_agreement("scores", 1.5);
+    assert!(
+        validate(("m/2", &m), None, &cases(), &out_of_range)
+            .await
+            .is_err()
+    );
+    // Nothing to compare against: refused rather than passed.
+    let err = validate(
+        ("m/2", &m),
+        None,
+        &[ValidationCase::new(cases()[0].inputs.clone())],
+        &ValidationPolicy::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("checks nothing"), "{err}");
 }

@@ -146,7 +146,7 @@ async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
         .collect();
     assert_eq!(
         loaded,
-        ["cnn", "mlflow_onnx", "mlp", "mlp_external", "torch_tagger"]
+        ["cnn", "mlflow_onnx", "mlp", "mlp_external", "mlp_retrained", "torch_tagger"]
     );
     let skipped: Vec<&str> = report
         .skipped

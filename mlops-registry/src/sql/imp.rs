@@ -151,12 +151,11 @@ where
 /// Locks the model's row for the rest of the transaction (PostgreSQL; SQLite's write
 /// transaction already excludes other writers). False if there is no such model.
 async fn lock_model(tx: &mut Tx, name: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE registered_models SET latest_version = latest_version WHERE name = $1",
-    )
-    .bind(name)
-    .execute(&mut **tx)
-    .await?;
+    let done =
+        sqlx::query("UPDATE registered_models SET latest_version = latest_version WHERE name = $1")
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -223,7 +222,6 @@ fn decode_model(row: &DbRow, aliases: BTreeMap<String, u64>) -> Result<Registere
     })
 }
 
-
 #[async_trait]
 impl ModelRegistry for Store {
     async fn create_model(
@@ -279,10 +277,11 @@ impl ModelRegistry for Store {
         if !lock_model(&mut tx, name).await? {
             return Err(model_not_found(name));
         }
-        let current: String = sqlx::query_scalar("SELECT tags FROM registered_models WHERE name = $1")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let current: String =
+            sqlx::query_scalar("SELECT tags FROM registered_models WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
         let mut merged: BTreeMap<String, String> = from_json(&current, "model tags")?;
         for (k, v) in tags {
             match v {
@@ -305,7 +304,9 @@ impl ModelRegistry for Store {
     }
 
     async fn search_models(&self, query: &ModelQuery) -> Result<Vec<RegisteredModel>> {
-        let rows = sqlx::query(MODEL_ALL.as_str()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(MODEL_ALL.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         let alias_rows = sqlx::query("SELECT name, alias, version FROM aliases")
             .fetch_all(&self.pool)
             .await?;
@@ -340,10 +341,7 @@ impl ModelRegistry for Store {
             "DELETE FROM model_versions WHERE name = $1",
             "DELETE FROM registered_models WHERE name = $1",
         ] {
-            sqlx::query(sql)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         }
         log(&mut tx, name, &AuditAction::ModelDeleted, change, None).await?;
         tx.commit().await?;
@@ -401,7 +399,14 @@ impl ModelRegistry for Store {
         .execute(&mut *tx)
         .await?;
         let version = row_version(number);
-        log(&mut tx, name, &AuditAction::VersionCreated { version }, change, None).await?;
+        log(
+            &mut tx,
+            name,
+            &AuditAction::VersionCreated { version },
+            change,
+            None,
+        )
+        .await?;
         let created = fetch_version(&mut *tx, name, version)
             .await?
             .ok_or_else(|| version_not_found(name, version))?;
@@ -552,7 +557,14 @@ impl ModelRegistry for Store {
             .bind(db_version(version)?)
             .execute(&mut *tx)
             .await?;
-        log(&mut tx, name, &AuditAction::VersionDeleted { version }, change, None).await?;
+        log(
+            &mut tx,
+            name,
+            &AuditAction::VersionDeleted { version },
+            change,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -591,7 +603,9 @@ impl ModelRegistry for Store {
         if let Err(e) = &written
             && is_unique_violation(e)
         {
-            return Err(Error::Conflict(format!("alias '{name}@{alias}' moved concurrently")));
+            return Err(Error::Conflict(format!(
+                "alias '{name}@{alias}' moved concurrently"
+            )));
         }
         written?;
         let action = AuditAction::AliasSet {
@@ -656,7 +670,9 @@ impl ModelRegistry for Store {
             }
             VersionSelector::Latest => {
                 let row = sqlx::query(VERSION_LATEST.as_str())
-                    .bind(name).fetch_optional(&self.pool).await?;
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 row.as_ref().map(decode_version).transpose()?
             }
         };

@@ -75,7 +75,10 @@ async fn lock_for_migration(tx: &mut Transaction<'static, Db>) -> Result<()> {
 }
 
 /// PostgreSQL resolves through the pool like every other read.
-fn resolve_inline(_store: &Store, _reference: &mlops_core::ModelRef) -> Option<Option<crate::model::ModelVersion>> {
+fn resolve_inline(
+    _store: &Store,
+    _reference: &mlops_core::ModelRef,
+) -> Option<Option<crate::model::ModelVersion>> {
     None
 }
 
@@ -83,5 +86,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+// The shared queries, compiled with this database's types.
+#[allow(clippy::duplicate_mod)]
 #[path = "imp.rs"]
 mod imp;

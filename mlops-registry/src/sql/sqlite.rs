@@ -218,7 +218,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-
+// The shared queries, compiled with this database's types.
+#[allow(clippy::duplicate_mod)]
 #[path = "imp.rs"]
 mod imp;
 
@@ -240,24 +241,57 @@ mod tests {
         let writer = SqliteRegistry::open(&path).await.unwrap();
         let by = Change::by("t");
         for _ in 0..3 {
-            let new = NewVersion::new().with_metric("m", 0.1 + 0.2).with_tag("k", "v").ready();
+            let new = NewVersion::new()
+                .with_metric("m", 0.1 + 0.2)
+                .with_tag("k", "v")
+                .ready();
             writer.create_version("m", new, &by).await.unwrap();
         }
-        writer.set_alias("m", "prod", 2, Expect::Absent, &by, None).await.unwrap();
-        writer.set_alias("m", "canary", 2, Expect::Absent, &by, None).await.unwrap();
-        for r in [ModelRef::alias("m", "prod"), ModelRef::version("m", 3), ModelRef::latest("m")] {
+        writer
+            .set_alias("m", "prod", 2, Expect::Absent, &by, None)
+            .await
+            .unwrap();
+        writer
+            .set_alias("m", "canary", 2, Expect::Absent, &by, None)
+            .await
+            .unwrap();
+        for r in [
+            ModelRef::alias("m", "prod"),
+            ModelRef::version("m", 3),
+            ModelRef::latest("m"),
+        ] {
             let inline = resolve_inline(&reader, &r).unwrap().unwrap();
             let pooled = fetch_pooled(&reader, inline.version).await;
             assert_eq!(inline, pooled, "{r}");
         }
-        let v = resolve_inline(&reader, &ModelRef::alias("m", "prod")).unwrap().unwrap();
-        assert_eq!((v.version, v.aliases), (2, vec!["canary".to_owned(), "prod".to_owned()]));
+        let v = resolve_inline(&reader, &ModelRef::alias("m", "prod"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (v.version, v.aliases),
+            (2, vec!["canary".to_owned(), "prod".to_owned()])
+        );
         // A move by the other handle is seen at once.
-        writer.set_alias("m", "prod", 3, Expect::Version(2), &by, None).await.unwrap();
-        assert_eq!(resolve_inline(&reader, &ModelRef::alias("m", "prod")).unwrap().unwrap().version, 3);
+        writer
+            .set_alias("m", "prod", 3, Expect::Version(2), &by, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            resolve_inline(&reader, &ModelRef::alias("m", "prod"))
+                .unwrap()
+                .unwrap()
+                .version,
+            3
+        );
         // A miss is left to the pool path, which names what is missing.
-        assert_eq!(resolve_inline(&reader, &ModelRef::alias("m", "nope")), Some(None));
-        let err = reader.resolve(&ModelRef::alias("m", "nope")).await.unwrap_err();
+        assert_eq!(
+            resolve_inline(&reader, &ModelRef::alias("m", "nope")),
+            Some(None)
+        );
+        let err = reader
+            .resolve(&ModelRef::alias("m", "nope"))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("alias 'm@nope'"), "{err}");
     }
 
@@ -266,6 +300,9 @@ mod tests {
             readers: None,
             ..store.clone()
         };
-        pool_only.resolve(&ModelRef::version("m", version)).await.unwrap()
+        pool_only
+            .resolve(&ModelRef::version("m", version))
+            .await
+            .unwrap()
     }
 }
