@@ -285,6 +285,13 @@ impl Batcher {
         let arrived = Instant::now();
         let deadline = timeout.map(|t| arrived + t);
         let (state, receiver) = self.submit(inputs, arrived, deadline)?;
+        // A caller that goes away (its future dropped) withdraws a request still queued,
+        // so no instance spends time on an answer nobody reads.
+        let mut guard = WithdrawOnDrop {
+            state: Some(Arc::clone(&state)),
+            shared: &self.shared,
+            arrived,
+        };
         let answer = match deadline {
             None => receiver.await,
             Some(deadline) => {
@@ -313,6 +320,7 @@ impl Batcher {
                 }
             }
         };
+        guard.state = None;
         answer.unwrap_or_else(|_| {
             Err(Error::ShuttingDown {
                 model: self.shared.model.clone(),
@@ -364,9 +372,10 @@ impl Batcher {
                 reply,
             });
             shared.queued.store(queue.items.len(), Ordering::Release);
+            // Counted under the lock, so an instance cannot count it done first.
+            shared.stats.enqueued();
             queue.idle > 0
         };
-        shared.stats.enqueued();
         if wake {
             shared.ready.notify_one();
         }
@@ -384,7 +393,8 @@ impl Batcher {
         }
     }
 
-    fn close(&self) {
+    /// Stops taking requests (they get [`Error::ShuttingDown`]); what is queued still runs.
+    pub(crate) fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.ready.notify_all();
     }
@@ -394,6 +404,25 @@ impl Drop for Batcher {
     fn drop(&mut self) {
         // Not joined here: dropping must not block an async executor.
         self.close();
+    }
+}
+
+/// Withdraws a still-queued request when dropped armed (the caller's future was dropped).
+struct WithdrawOnDrop<'a> {
+    state: Option<Arc<AtomicU8>>,
+    shared: &'a Shared,
+    arrived: Instant,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state
+            && state
+                .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.shared.stats.answered(false, self.arrived.elapsed());
+        }
     }
 }
 
@@ -440,7 +469,9 @@ fn prepare(shared: &Shared, mut inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, usi
 
 fn instance_loop(shared: &Shared, mut session: Box<dyn ModelSession>) {
     while let Some(batch) = next_batch(shared) {
-        execute(shared, session.as_mut(), batch);
+        if !batch.is_empty() {
+            execute(shared, session.as_mut(), batch);
+        }
     }
 }
 
@@ -466,10 +497,16 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
         return Some(batch);
     }
     let mut rows = batch[0].rows;
-    let wait_until = batch[0].arrived + shared.config.max_queue_delay;
+    let delay_ends = batch[0].arrived + shared.config.max_queue_delay;
     loop {
         gather(shared, &mut queue, &mut batch, &mut rows);
         let full = rows >= shared.max_rows || shared.config.preferred_batch_sizes.contains(&rows);
+        // Stop waiting at the first deadline in the batch, too: a gathered request must not
+        // wait past it for company.
+        let wait_until = batch
+            .iter()
+            .filter_map(|p| p.deadline)
+            .fold(delay_ends, Instant::min);
         let now = Instant::now();
         if full || queue.closed || now >= wait_until {
             break;
@@ -483,6 +520,22 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
         queue.idle -= 1;
     }
     wake_another(shared, queue);
+    // Waiting for the batch to fill may have outlived some deadlines: answer those now.
+    if !shared.config.max_queue_delay.is_zero() {
+        let now = Instant::now();
+        let (live, expired): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|item| !item.deadline.is_some_and(|d| now >= d));
+        for item in expired {
+            let waited = item.arrived.elapsed();
+            shared.stats.answered(false, waited);
+            let _ = item.reply.send(Err(Error::Timeout {
+                model: shared.model.clone(),
+                waited,
+            }));
+        }
+        batch = live;
+    }
     Some(batch)
 }
 

@@ -114,6 +114,13 @@ impl ModelServer {
         spec: ModelSpec,
     ) -> Result<(String, u64)> {
         let name = spec.name.clone().unwrap_or_else(|| manifest.name.clone());
+        // Names travel in references (`name/7`) and URLs: hold them to the registry's rules.
+        if let Err(e) = mlops_core::validate_model_name(&name) {
+            return Err(Error::Load {
+                model: name,
+                reason: e.to_string(),
+            });
+        }
         let Some(runtime) = self.runtimes.get(&manifest.entry.format) else {
             return Err(Error::Load {
                 model: name,
@@ -133,8 +140,11 @@ impl ModelServer {
             .entry(name.clone())
             .or_default()
             .insert(spec.version, batcher);
-        // Queued and running requests finish on the old version; its threads then exit.
-        drop(replaced);
+        // Queued and running requests finish on the old version; new ones that still hold
+        // it are refused and retried on the replacement (see `infer`); its threads then exit.
+        if let Some(old) = replaced {
+            old.close();
+        }
         Ok((name, spec.version))
     }
 
@@ -153,12 +163,21 @@ impl ModelServer {
             })?;
         entries.sort_by_key(|e| e.file_name());
         let mut report = RepositoryReport::default();
+        // `mlp.onnx` and `mlp.safetensors` would both be `mlp`: the first one keeps it.
+        let mut taken: HashMap<String, String> = HashMap::new();
         for entry in entries {
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if file_name.starts_with('.') {
                 continue;
             }
             let name = file_name.split('.').next().unwrap_or(&file_name).to_owned();
+            if let Some(first) = taken.get(&name) {
+                report.skipped.push((
+                    file_name.clone(),
+                    format!("its name '{name}' is already taken by {first}"),
+                ));
+                continue;
+            }
             let path = entry.path();
             let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&path)
                 .map(|children| {
@@ -177,7 +196,10 @@ impl ModelServer {
             for (version, path) in versions {
                 let model_spec = spec.clone().with_name(name.clone()).with_version(version);
                 match self.load_path(&path, model_spec) {
-                    Ok(id) => report.loaded.push(id),
+                    Ok(id) => {
+                        taken.insert(name.clone(), file_name.clone());
+                        report.loaded.push(id);
+                    }
                     Err(e) => report.skipped.push((file_name.clone(), e.to_string())),
                 }
             }
@@ -196,18 +218,25 @@ impl ModelServer {
         };
         match version {
             Some(v) => {
-                if versions.remove(&v).is_none() {
+                let Some(removed) = versions.remove(&v) else {
                     return Err(Error::ModelNotFound {
                         name: name.to_owned(),
                         version,
                     });
-                }
+                };
+                removed.close();
                 if versions.is_empty() {
                     models.remove(name);
                 }
             }
             None => {
-                models.remove(name);
+                for removed in models
+                    .remove(name)
+                    .into_iter()
+                    .flat_map(BTreeMap::into_values)
+                {
+                    removed.close();
+                }
             }
         }
         Ok(())
@@ -226,17 +255,24 @@ impl ModelServer {
         })
     }
 
-    /// Resolves `name` (latest version) or `name@version`.
+    /// Resolves `name` (its latest version), `name/7` or `name/latest`. Aliases
+    /// (`name@production`) belong to the registry: resolve them there, then ask for the
+    /// version.
     pub fn resolve(&self, reference: &str) -> Result<Arc<Batcher>> {
-        match reference.rsplit_once('@') {
-            Some((name, version)) => {
-                let version = version.parse::<u64>().map_err(|_| Error::ModelNotFound {
-                    name: reference.to_owned(),
-                    version: None,
-                })?;
-                self.get(name, Some(version))
+        let parsed = mlops_core::ModelRef::parse(reference)?;
+        match parsed.selector {
+            mlops_core::VersionSelector::Latest => self.get(&parsed.name, None),
+            mlops_core::VersionSelector::Version(v) => self.get(&parsed.name, Some(v)),
+            mlops_core::VersionSelector::Alias(alias) => {
+                Err(Error::InvalidInput(mlops_core::Error::InvalidReference {
+                    reference: reference.to_owned(),
+                    reason: format!(
+                        "'{alias}' is an alias: the registry resolves aliases to versions; \
+                         this server serves versions (`{}/7`)",
+                        parsed.name
+                    ),
+                }))
             }
-            None => self.get(reference, None),
         }
     }
 
@@ -251,7 +287,12 @@ impl ModelServer {
         let batcher = self.get(name, version)?;
         match batcher.infer(inputs.clone()).await {
             Err(Error::ShuttingDown { .. }) => {
-                let current = self.get(name, version)?;
+                // Unloaded or shutting down for good: say so, not "not found".
+                let Ok(current) = self.get(name, version) else {
+                    return Err(Error::ShuttingDown {
+                        model: name.to_owned(),
+                    });
+                };
                 if Arc::ptr_eq(&current, &batcher) {
                     return Err(Error::ShuttingDown {
                         model: name.to_owned(),

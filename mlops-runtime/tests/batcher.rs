@@ -431,3 +431,55 @@ async fn two_instances_share_the_queue_each_on_its_own_thread() {
         "inference ran on the instance threads only"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_callers_queued_request_never_runs() {
+    let batcher = Arc::new(
+        Batcher::start(
+            "echo",
+            vec![echo(200)],
+            BatcherConfig::default().with_max_batch_size(1),
+        )
+        .unwrap(),
+    );
+    let b = Arc::clone(&batcher);
+    let running = tokio::spawn(async move { b.infer(request(1, 0)).await });
+    settle(&batcher, 1, 0).await;
+    // The caller gives up by dropping its future (a client that disconnected).
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(10), batcher.infer(request(1, 1))).await;
+    assert!(
+        abandoned.is_err(),
+        "the future was dropped before an answer"
+    );
+    assert!(running.await.unwrap().is_ok());
+    settle(&batcher, 0, 0).await;
+    let stats = batcher.stats();
+    assert_eq!(
+        stats.inference_count, 1,
+        "the abandoned request did not run"
+    );
+    assert_eq!((stats.request_success, stats.request_failure), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_delay_does_not_outlive_a_deadline() {
+    let batcher = Batcher::start(
+        "echo",
+        vec![echo(0)],
+        BatcherConfig::default()
+            .with_max_batch_size(8)
+            .with_preferred_batch_sizes([8])
+            .with_max_queue_delay(Duration::from_secs(30)),
+    )
+    .unwrap();
+    // Alone in a batch that waits up to 30 s for company, with a 50 ms deadline.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        batcher.infer_with_timeout(request(1, 0), Some(Duration::from_millis(50))),
+    )
+    .await
+    .expect("answered long before the queue delay ends");
+    assert!(matches!(answer, Err(Error::Timeout { .. })), "{answer:?}");
+    assert_eq!(batcher.stats().inference_count, 0);
+}

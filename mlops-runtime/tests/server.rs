@@ -30,7 +30,7 @@ async fn serves_models_by_name_and_version() {
         server.models().into_iter().collect::<Vec<_>>(),
         vec![("cnn".to_owned(), vec![3]), ("mlp".to_owned(), vec![1])]
     );
-    for (name, golden) in [("mlp", "mlp"), ("cnn@3", "cnn")] {
+    for (name, golden) in [("mlp", "mlp"), ("cnn/3", "cnn")] {
         let golden = Golden::load(golden).unwrap();
         let batcher = server.resolve(name).unwrap();
         let out = batcher.infer(golden.inputs.clone()).await.unwrap();
@@ -44,8 +44,23 @@ async fn serves_models_by_name_and_version() {
     assert_close(&out[0], &golden.outputs[0], 1e-5, 1e-4).unwrap();
     assert_eq!(server.stats("mlp", None).unwrap().request_success, 2);
 
-    let missing = server.resolve("cnn@2").map(|_| ()).unwrap_err();
+    let missing = server.resolve("cnn/2").map(|_| ()).unwrap_err();
     assert_eq!(missing.to_string(), "model 'cnn' version 2 is not loaded");
+    let alias = server.resolve("cnn@production").map(|_| ()).unwrap_err();
+    assert!(matches!(alias, Error::InvalidInput(_)), "{alias}");
+    assert!(
+        alias.to_string().contains("the registry resolves aliases"),
+        "{alias}"
+    );
+    let bad = server.resolve("cnn/x").map(|_| ()).unwrap_err();
+    assert!(matches!(bad, Error::InvalidInput(_)), "{bad}");
+    let bad_name = server
+        .load_path(&testdata("mlp.onnx"), ModelSpec::default().with_name("a@b"))
+        .unwrap_err();
+    assert!(
+        bad_name.to_string().contains("'@' is not allowed"),
+        "{bad_name}"
+    );
     let unknown = server.infer("bert", None, vec![]).await.unwrap_err();
     assert!(matches!(unknown, Error::ModelNotFound { .. }));
 }
@@ -67,7 +82,7 @@ async fn the_latest_version_answers_a_request_without_one() {
         "image"
     );
     assert_eq!(
-        server.resolve("m@1").unwrap().signature().inputs[0].name,
+        server.resolve("m/1").unwrap().signature().inputs[0].name,
         "x"
     );
     server.unload("m", Some(2)).unwrap();
@@ -146,7 +161,14 @@ async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
         .collect();
     assert_eq!(
         loaded,
-        ["cnn", "mlflow_onnx", "mlp", "mlp_external", "mlp_retrained", "torch_tagger"]
+        [
+            "cnn",
+            "mlflow_onnx",
+            "mlp",
+            "mlp_external",
+            "mlp_retrained",
+            "torch_tagger"
+        ]
     );
     let skipped: Vec<&str> = report
         .skipped
@@ -155,6 +177,12 @@ async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
         .collect();
     assert!(skipped.contains(&"tf_savedmodel"), "{skipped:?}");
     assert!(skipped.contains(&"mlp.safetensors"), "{skipped:?}");
+    let collision = report
+        .skipped
+        .iter()
+        .find(|(f, _)| f == "mlp.torchscript.pt")
+        .unwrap();
+    assert_eq!(collision.1, "its name 'mlp' is already taken by mlp.onnx");
     let golden = Golden::load("torch_tagger").unwrap();
     let out = server
         .infer("torch_tagger", None, golden.inputs.clone())
