@@ -46,7 +46,10 @@ fi
 data="$dir/data"
 cd "$dir" # the tools complain when the server user cannot read the working directory
 
-if [ ! -f "$data/PG_VERSION" ]; then
+if pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null; then
+  # A server already answers on the port (this checkout's, or another one's): use it.
+  echo "postgres.sh: reusing the server on 127.0.0.1:$port" >&2
+elif [ ! -f "$data/PG_VERSION" ]; then
   as_pg initdb -D "$data" --auth=trust -U postgres -E UTF8 --no-locale --no-sync >&2
   # TCP on loopback only; the socket stays out of /var/run; durability is not needed.
   cat >>"$data/postgresql.conf" <<EOF
@@ -57,7 +60,7 @@ synchronous_commit = off
 full_page_writes = off
 EOF
 fi
-if ! as_pg pg_ctl -D "$data" status >/dev/null 2>&1; then
+if ! pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null && ! as_pg pg_ctl -D "$data" status >/dev/null 2>&1; then
   as_pg pg_ctl -D "$data" -l "$dir/postgres.log" -o "-p $port" start >&2 \
     || { tail -n 20 "$dir/postgres.log" >&2; exit 1; }
 fi
