@@ -525,7 +525,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
         let now = Instant::now();
         let (live, expired): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .partition(|item| !item.deadline.is_some_and(|d| now >= d));
+            .partition(|item| item.deadline.is_none_or(|d| now < d));
         for item in expired {
             let waited = item.arrived.elapsed();
             shared.stats.answered(false, waited);
