@@ -81,6 +81,8 @@ pub struct RepositoryReport {
 pub struct ModelServer {
     runtimes: HashMap<ModelFormat, Arc<dyn InferenceRuntime>>,
     models: RwLock<BTreeMap<String, Versions>>,
+    platforms: RwLock<HashMap<(String, u64), String>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl ModelServer {
@@ -135,6 +137,13 @@ impl ModelServer {
             .map(|_| runtime.load(manifest, root))
             .collect::<Result<Vec<_>>>()?;
         let batcher = Arc::new(Batcher::start(name.clone(), sessions, spec.batcher)?);
+        self.platforms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (name.clone(), spec.version),
+                platform_of(manifest.entry.format, runtime.name()),
+            );
         let replaced = self
             .write()
             .entry(name.clone())
@@ -304,6 +313,21 @@ impl ModelServer {
         }
     }
 
+    /// The platform serving `name` at `version`, in Triton's words where it has one
+    /// (`onnxruntime_onnx`), else `<runtime>_<format>`.
+    pub fn platform(&self, name: &str, version: u64) -> Option<String> {
+        self.platforms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(name.to_owned(), version))
+            .cloned()
+    }
+
+    /// Whether the server takes requests: true until [`shutdown`](Self::shutdown).
+    pub fn is_ready(&self) -> bool {
+        !self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Every served model and its versions, by name.
     pub fn models(&self) -> BTreeMap<String, Vec<u64>> {
         self.read()
@@ -319,6 +343,8 @@ impl ModelServer {
 
     /// Unloads everything and waits for every instance thread to finish its queue.
     pub fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         let models = std::mem::take(&mut *self.write());
         for batcher in models.into_values().flat_map(BTreeMap::into_values) {
             batcher.shutdown();
@@ -345,5 +371,15 @@ impl ModelServer {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Versions>> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn platform_of(format: ModelFormat, runtime: &str) -> String {
+    match format {
+        ModelFormat::Onnx => "onnxruntime_onnx".to_owned(),
+        ModelFormat::TensorrtPlan => "tensorrt_plan".to_owned(),
+        ModelFormat::TfSavedModel => "tensorflow_savedmodel".to_owned(),
+        ModelFormat::TorchScript => "pytorch_libtorch".to_owned(),
+        other => format!("{runtime}_{other}"),
     }
 }

@@ -1,0 +1,486 @@
+//! The Open Inference Protocol's REST messages: tensors in JSON, and the binary tensor
+//! extension (a JSON header of `Inference-Header-Content-Length` bytes, then the raw
+//! tensors back to back).
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use mlops_core::{DataType, Tensor};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The header that splits a binary request or response into its JSON and binary parts.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A decoded inference request.
+#[derive(Debug)]
+pub(crate) struct InferRequest {
+    pub(crate) id: Option<String>,
+    pub(crate) inputs: Vec<Tensor>,
+    /// Outputs asked for, with whether each goes in the binary part; all when empty.
+    pub(crate) outputs: Vec<(String, bool)>,
+    /// `binary_data_output`: every output in the binary part unless it says otherwise.
+    pub(crate) binary_default: bool,
+}
+
+/// A request the client got wrong: a 400 with this message.
+#[derive(Debug)]
+pub(crate) struct BadRequest(pub(crate) String);
+
+impl fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> BadRequest {
+    BadRequest(msg.into())
+}
+
+#[derive(Deserialize)]
+struct JsonRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<JsonInput>,
+    #[serde(default)]
+    outputs: Option<Vec<JsonRequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+struct JsonInput {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Flat>,
+}
+
+#[derive(Deserialize)]
+struct JsonRequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Parses a request body: JSON alone, or, when `header_length` is given, a JSON header of
+/// that many bytes followed by the binary tensors its inputs announce.
+pub(crate) fn decode_request(
+    body: Bytes,
+    header_length: Option<&str>,
+) -> Result<InferRequest, BadRequest> {
+    let (json, mut binary) = match header_length {
+        None => (body.clone(), Bytes::new()),
+        Some(text) => {
+            let n: usize = text
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("{HEADER_LENGTH} '{text}' is not a byte count")))?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "{HEADER_LENGTH} is {n} but the body has only {} bytes",
+                    body.len()
+                )));
+            }
+            (body.slice(..n), body.slice(n..))
+        }
+    };
+    let request: JsonRequest =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("malformed request JSON: {e}")))?;
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in request.inputs {
+        let dtype: DataType = input.datatype.parse().map_err(|_| {
+            bad(format!(
+                "input '{}': unknown datatype '{}'",
+                input.name, input.datatype
+            ))
+        })?;
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| {
+                    bad(format!(
+                        "input '{}': dimension {d} is too large",
+                        input.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let binary_size = param_u64(input.parameters.as_ref(), "binary_data_size")
+            .map_err(|e| bad(format!("input '{}': {e}", input.name)))?;
+        let tensor = match (binary_size, input.data) {
+            (Some(size), None) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > binary.len() {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size is {size} but only {} binary bytes remain",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let data = binary.split_to(size);
+                Tensor::new(input.name.clone(), dtype, shape, data)
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            (None, Some(flat)) => flat.into_tensor(input.name.clone(), dtype, shape)?,
+            (Some(_), Some(_)) => {
+                return Err(bad(format!(
+                    "input '{}' has both data and binary_data_size",
+                    input.name
+                )));
+            }
+            (None, None) => {
+                return Err(bad(format!(
+                    "input '{}' has neither data nor binary_data_size",
+                    input.name
+                )));
+            }
+        };
+        inputs.push(tensor);
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} binary bytes follow the inputs that no input announced",
+            binary.len()
+        )));
+    }
+    let binary_default =
+        param_bool(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+    let mut outputs = Vec::new();
+    for o in request.outputs.unwrap_or_default() {
+        let binary = param_bool(o.parameters.as_ref(), "binary_data")
+            .map_err(|e| bad(format!("output '{}': {e}", o.name)))?
+            .unwrap_or(binary_default);
+        outputs.push((o.name, binary));
+    }
+    Ok(InferRequest {
+        id: request.id,
+        inputs,
+        outputs,
+        binary_default,
+    })
+}
+
+fn param_u64(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>, BadRequest> {
+    match params.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            bad(format!(
+                "parameter {key} must be a non-negative integer, not {v}"
+            ))
+        }),
+    }
+}
+
+fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>, BadRequest> {
+    match params.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| bad(format!("parameter {key} must be true or false, not {v}"))),
+    }
+}
+
+/// One JSON element of a tensor's `data`.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+    S(String),
+}
+
+/// A tensor's `data`, flattened from however deeply the client nested it.
+#[derive(Debug, Default)]
+struct Flat(Vec<Scalar>);
+
+impl<'de> Deserialize<'de> for Flat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(FlatVisitor(&mut out))?;
+        Ok(Flat(out))
+    }
+}
+
+struct FlatVisitor<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> Visitor<'de> for FlatVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of numbers, booleans or strings")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::I(v));
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(Scalar::U(v));
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push(Scalar::F(v));
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::B(v));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push(Scalar::S(v.to_owned()));
+        Ok(())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.0.push(Scalar::S(v));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.0.reserve(n);
+        }
+        while seq.next_element_seed(FlatSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+struct FlatSeed<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> DeserializeSeed<'de> for FlatSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(FlatVisitor(self.0))
+    }
+}
+
+impl Flat {
+    fn into_tensor(
+        self,
+        name: String,
+        dtype: DataType,
+        shape: Vec<usize>,
+    ) -> Result<Tensor, BadRequest> {
+        let count = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad(format!("input '{name}': shape {shape:?} is too large")))?;
+        if self.0.len() != count {
+            return Err(bad(format!(
+                "input '{name}': shape {shape:?} holds {count} elements but data has {}",
+                self.0.len()
+            )));
+        }
+        let wrong = |at: usize, v: &Scalar| {
+            bad(format!(
+                "input '{name}': element {at} ({v:?}) is not a valid {dtype}"
+            ))
+        };
+        macro_rules! ints {
+            ($t:ty) => {{
+                let mut out: Vec<$t> = Vec::with_capacity(count);
+                for (at, v) in self.0.iter().enumerate() {
+                    let x = match v {
+                        Scalar::I(i) => <$t>::try_from(*i).ok(),
+                        Scalar::U(u) => <$t>::try_from(*u).ok(),
+                        _ => None,
+                    };
+                    out.push(x.ok_or_else(|| wrong(at, v))?);
+                }
+                Tensor::from_vec(name.clone(), shape.clone(), out)
+            }};
+        }
+        macro_rules! floats {
+            ($t:ty, $conv:expr) => {{
+                let mut out: Vec<$t> = Vec::with_capacity(count);
+                for (at, v) in self.0.iter().enumerate() {
+                    let x = match v {
+                        Scalar::F(f) => *f,
+                        Scalar::I(i) => *i as f64,
+                        Scalar::U(u) => *u as f64,
+                        _ => return Err(wrong(at, v)),
+                    };
+                    out.push($conv(x));
+                }
+                Tensor::from_vec(name.clone(), shape.clone(), out)
+            }};
+        }
+        let tensor = match dtype {
+            DataType::Bool => {
+                let mut out = Vec::with_capacity(count);
+                for (at, v) in self.0.iter().enumerate() {
+                    out.push(match v {
+                        Scalar::B(b) => *b,
+                        Scalar::I(0) | Scalar::U(0) => false,
+                        Scalar::I(1) | Scalar::U(1) => true,
+                        _ => return Err(wrong(at, v)),
+                    });
+                }
+                Tensor::from_bools(name.clone(), shape.clone(), &out)
+            }
+            DataType::Uint8 => ints!(u8),
+            DataType::Uint16 => ints!(u16),
+            DataType::Uint32 => ints!(u32),
+            DataType::Uint64 => ints!(u64),
+            DataType::Int8 => ints!(i8),
+            DataType::Int16 => ints!(i16),
+            DataType::Int32 => ints!(i32),
+            DataType::Int64 => ints!(i64),
+            DataType::Fp16 => floats!(half::f16, half::f16::from_f64),
+            DataType::Bf16 => floats!(half::bf16, half::bf16::from_f64),
+            DataType::Fp32 => floats!(f32, |x: f64| x as f32),
+            DataType::Fp64 => floats!(f64, |x: f64| x),
+            DataType::Bytes => {
+                let mut out = Vec::with_capacity(count);
+                for (at, v) in self.0.iter().enumerate() {
+                    match v {
+                        Scalar::S(s) => out.push(s.as_bytes()),
+                        _ => return Err(wrong(at, v)),
+                    }
+                }
+                Tensor::from_byte_strings(name.clone(), shape.clone(), &out)
+            }
+        };
+        tensor.map_err(|e| bad(e.to_string()))
+    }
+}
+
+#[derive(Serialize)]
+struct JsonResponse<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<JsonOutput<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    name: &'a str,
+    datatype: String,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<TensorData<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
+}
+
+/// A tensor's elements as a flat JSON array.
+struct TensorData<'a>(&'a Tensor);
+
+impl Serialize for TensorData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let t = self.0;
+        fn seq<S: Serializer, T: Serialize>(
+            s: S,
+            items: impl ExactSizeIterator<Item = T>,
+        ) -> Result<S::Ok, S::Error> {
+            let mut out = s.serialize_seq(Some(items.len()))?;
+            for item in items {
+                out.serialize_element(&item)?;
+            }
+            out.end()
+        }
+        macro_rules! typed {
+            ($t:ty) => {{
+                let values = t.values::<$t>().map_err(S::Error::custom)?;
+                seq(s, values.iter().copied())
+            }};
+        }
+        match t.dtype() {
+            DataType::Bool => seq(s, t.data().iter().map(|b| *b != 0)),
+            DataType::Uint8 => typed!(u8),
+            DataType::Uint16 => typed!(u16),
+            DataType::Uint32 => typed!(u32),
+            DataType::Uint64 => typed!(u64),
+            DataType::Int8 => typed!(i8),
+            DataType::Int16 => typed!(i16),
+            DataType::Int32 => typed!(i32),
+            DataType::Int64 => typed!(i64),
+            DataType::Fp16 => {
+                let values = t.values::<half::f16>().map_err(S::Error::custom)?;
+                seq(s, values.iter().map(|v| v.to_f32()))
+            }
+            DataType::Bf16 => {
+                let values = t.values::<half::bf16>().map_err(S::Error::custom)?;
+                seq(s, values.iter().map(|v| v.to_f32()))
+            }
+            DataType::Fp32 => typed!(f32),
+            DataType::Fp64 => typed!(f64),
+            DataType::Bytes => {
+                let strings = t.byte_strings().map_err(S::Error::custom)?;
+                seq(s, strings.iter().map(|b| String::from_utf8_lossy(b)))
+            }
+        }
+    }
+}
+
+/// An encoded response body, and the JSON header's length when a binary part follows.
+pub(crate) struct Encoded {
+    pub(crate) body: Bytes,
+    pub(crate) header_length: Option<usize>,
+}
+
+/// Encodes `outputs` (already filtered and ordered) for the client; `binary[i]` says
+/// whether output `i` goes in the binary part.
+pub(crate) fn encode_response(
+    model: &str,
+    version: u64,
+    id: Option<&str>,
+    outputs: &[Tensor],
+    binary: &[bool],
+) -> Result<Encoded, serde_json::Error> {
+    let json_outputs = outputs
+        .iter()
+        .zip(binary)
+        .map(|(t, &bin)| JsonOutput {
+            name: t.name(),
+            datatype: t.dtype().to_string(),
+            shape: t.shape(),
+            parameters: bin.then(|| BinaryParams {
+                binary_data_size: t.data().len(),
+            }),
+            data: (!bin).then_some(TensorData(t)),
+        })
+        .collect();
+    let response = JsonResponse {
+        model_name: model,
+        model_version: version.to_string(),
+        id,
+        outputs: json_outputs,
+    };
+    let json = serde_json::to_vec(&response)?;
+    if !binary.iter().any(|b| *b) {
+        return Ok(Encoded {
+            body: Bytes::from(json),
+            header_length: None,
+        });
+    }
+    let extra: usize = outputs
+        .iter()
+        .zip(binary)
+        .filter(|(_, b)| **b)
+        .map(|(t, _)| t.data().len())
+        .sum();
+    let mut body = BytesMut::with_capacity(json.len() + extra);
+    body.extend_from_slice(&json);
+    for (t, _) in outputs.iter().zip(binary).filter(|(_, b)| **b) {
+        body.extend_from_slice(t.data());
+    }
+    Ok(Encoded {
+        body: body.freeze(),
+        header_length: Some(json.len()),
+    })
+}

@@ -1,0 +1,644 @@
+//! The Open Inference Protocol (KServe V2) over HTTP/REST, as Triton, MLServer and KServe
+//! speak it (feature `http`).
+//!
+//! [`router`] is an [`axum::Router`] an application mounts in its own server or serves as
+//! is. It answers:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v2/health/live`, `/v2/health/ready` | liveness, readiness |
+//! | `GET /v2` | server metadata and extensions |
+//! | `GET /v2/models/{m}[/versions/{v}]` | model metadata: platform, versions, inputs, outputs |
+//! | `GET /v2/models/{m}[/versions/{v}]/ready` | model readiness |
+//! | `POST /v2/models/{m}[/versions/{v}]/infer` | inference, JSON tensors or the binary tensor extension |
+//! | `GET /v2/models/{m}[/versions/{v}]/config` | Triton's model configuration (for perf_analyzer, Model Analyzer) |
+//! | `GET /v2/models[/{m}[/versions/{v}]]/stats` | Triton's statistics extension |
+//! | `POST /v2/repository/index`, `/v2/repository/models/{m}/load`, `…/unload` | the model repository extension |
+//! | `GET /metrics` | Prometheus metrics (also on its own port with [`metrics_router`]) |
+//!
+//! Errors are `{"error": "..."}` with the status [`status_of`] gives: 400 for a request at
+//! fault, 404 for an unknown model, 429 for a full queue, 503 while shutting down, 504 for
+//! a passed deadline, 413 for a body over [`HttpConfig::max_body_bytes`].
+
+mod codec;
+mod metrics;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mlops_core::{DataType, Dim, Signature, TensorSpec};
+use serde_json::{Value, json};
+
+pub use codec::HEADER_LENGTH;
+
+use crate::error::Error;
+use crate::server::{ModelServer, ModelSpec};
+
+/// How the HTTP front end behaves.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Bodies larger than this are refused with 413 before they are read whole.
+    pub max_body_bytes: usize,
+    /// Where the repository extension loads models from (`<dir>/<name>`, a file or a
+    /// directory); `None` disables load and unload.
+    pub repository: Option<PathBuf>,
+    /// How models loaded through the repository extension are served.
+    pub load_spec: ModelSpec,
+    /// The name `GET /v2` reports.
+    pub server_name: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 64 << 20,
+            repository: None,
+            load_spec: ModelSpec::default(),
+            server_name: "mlops".into(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets the body limit.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Enables the repository extension over `dir`.
+    pub fn with_repository(mut self, dir: impl Into<PathBuf>, spec: ModelSpec) -> Self {
+        self.repository = Some(dir.into());
+        self.load_spec = spec;
+        self
+    }
+}
+
+struct AppState {
+    server: Arc<ModelServer>,
+    config: HttpConfig,
+    exporter: metrics::Exporter,
+}
+
+type Shared = Arc<AppState>;
+
+/// The Open Inference Protocol REST routes over `server`.
+pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
+    let limit = config.max_body_bytes;
+    let state = Arc::new(AppState {
+        server,
+        config,
+        exporter: metrics::Exporter::new(),
+    });
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}", get(metadata_latest))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(metadata_version),
+        )
+        .route("/v2/models/{model}/ready", get(ready_latest))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(ready_version),
+        )
+        .route("/v2/models/{model}/infer", post(infer_latest))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/v2/models/{model}/config", get(config_latest))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(config_version),
+        )
+        .route("/v2/models/{model}/stats", get(stats_latest))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(stats_version),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// `GET /metrics` alone, for a dedicated metrics port (8002 by convention).
+pub fn metrics_router(server: Arc<ModelServer>) -> Router {
+    let state = Arc::new(AppState {
+        server,
+        config: HttpConfig::default(),
+        exporter: metrics::Exporter::new(),
+    });
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+/// The HTTP status for a runtime error: the one place where errors meet the protocol.
+pub fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::ShuttingDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn runtime_error(e: &Error) -> Response {
+    error_response(status_of(e), e)
+}
+
+fn parse_version(text: &str) -> Result<u64, Response> {
+    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            format!("'{text}' is not a model version (1, 2, ...)"),
+        )
+    })
+}
+
+/// The version to use: the one asked for, or the latest served.
+fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, Response> {
+    let not_found = || {
+        runtime_error(&Error::ModelNotFound {
+            name: model.to_owned(),
+            version,
+        })
+    };
+    let models = server.models();
+    let versions = models.get(model).ok_or_else(not_found)?;
+    match version {
+        Some(v) if versions.contains(&v) => Ok(v),
+        Some(_) => Err(not_found()),
+        None => versions.last().copied().ok_or_else(not_found),
+    }
+}
+
+async fn ready(State(st): State<Shared>) -> StatusCode {
+    if st.server.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn server_metadata(State(st): State<Shared>) -> Response {
+    axum::Json(json!({
+        "name": st.config.server_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository", "statistics", "model_configuration"],
+    }))
+    .into_response()
+}
+
+fn spec_json(spec: &TensorSpec) -> Value {
+    let shape: Vec<i64> = spec
+        .shape
+        .iter()
+        .flatten()
+        .map(|d| match d {
+            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+            Dim::Dynamic => -1,
+        })
+        .collect();
+    json!({ "name": spec.name, "datatype": spec.dtype.to_string(), "shape": shape })
+}
+
+fn metadata(st: &AppState, model: &str, version: Option<u64>) -> Response {
+    let v = match pick_version(&st.server, model, version) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let batcher = match st.server.get(model, Some(v)) {
+        Ok(b) => b,
+        Err(e) => return runtime_error(&e),
+    };
+    let versions: Vec<String> = st
+        .server
+        .models()
+        .get(model)
+        .map(|vs| vs.iter().map(u64::to_string).collect())
+        .unwrap_or_default();
+    let sig = batcher.signature();
+    axum::Json(json!({
+        "name": model,
+        "versions": versions,
+        "platform": st.server.platform(model, v).unwrap_or_default(),
+        "inputs": sig.inputs.iter().map(spec_json).collect::<Vec<_>>(),
+        "outputs": sig.outputs.iter().map(spec_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn metadata_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    metadata(&st, &model, None)
+}
+
+async fn metadata_version(
+    State(st): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => metadata(&st, &model, Some(v)),
+        Err(r) => r,
+    }
+}
+
+fn model_ready(st: &AppState, model: &str, version: Option<u64>) -> Response {
+    match pick_version(&st.server, model, version)
+        .and_then(|v| st.server.get(model, Some(v)).map_err(|e| runtime_error(&e)))
+    {
+        Ok(b) if b.is_ready() => StatusCode::OK.into_response(),
+        Ok(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model '{model}' is not ready"),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn ready_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    model_ready(&st, &model, None)
+}
+
+async fn ready_version(
+    State(st): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => model_ready(&st, &model, Some(v)),
+        Err(r) => r,
+    }
+}
+
+async fn infer(
+    st: &AppState,
+    model: &str,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match pick_version(&st.server, model, version) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let header_length = headers
+        .get(HEADER_LENGTH)
+        .map(|h| h.to_str().unwrap_or("?"));
+    let request = match codec::decode_request(body, header_length) {
+        Ok(r) => r,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
+    };
+    let signature: Signature = match st.server.get(model, Some(v)) {
+        Ok(b) => b.signature().clone(),
+        Err(e) => return runtime_error(&e),
+    };
+    if let Some((unknown, _)) = request
+        .outputs
+        .iter()
+        .find(|(name, _)| !signature.outputs.iter().any(|o| &o.name == name))
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!("model '{model}' has no output '{unknown}'"),
+        );
+    }
+    let outputs = match st.server.infer(model, Some(v), request.inputs).await {
+        Ok(o) => o,
+        Err(e) => return runtime_error(&e),
+    };
+    let (selected, binary): (Vec<_>, Vec<bool>) = if request.outputs.is_empty() {
+        let n = outputs.len();
+        (outputs, vec![request.binary_default; n])
+    } else {
+        let mut chosen = Vec::with_capacity(request.outputs.len());
+        let mut flags = Vec::with_capacity(request.outputs.len());
+        for (name, bin) in &request.outputs {
+            if let Some(t) = outputs.iter().find(|t| t.name() == name) {
+                chosen.push(t.clone());
+                flags.push(*bin);
+            }
+        }
+        (chosen, flags)
+    };
+    match codec::encode_response(model, v, request.id.as_deref(), &selected, &binary) {
+        Ok(encoded) => {
+            let mut response = encoded.body.into_response();
+            let h = response.headers_mut();
+            match encoded.header_length {
+                Some(n) => {
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    h.insert(HEADER_LENGTH, HeaderValue::from(n));
+                }
+                None => {
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+            }
+            response
+        }
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {e}"),
+        ),
+    }
+}
+
+async fn infer_latest(
+    State(st): State<Shared>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer(&st, &model, None, &headers, body).await
+}
+
+async fn infer_version(
+    State(st): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => infer(&st, &model, Some(v), &headers, body).await,
+        Err(r) => r,
+    }
+}
+
+/// Triton's `data_type` names.
+fn triton_type(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Bool => "TYPE_BOOL",
+        DataType::Uint8 => "TYPE_UINT8",
+        DataType::Uint16 => "TYPE_UINT16",
+        DataType::Uint32 => "TYPE_UINT32",
+        DataType::Uint64 => "TYPE_UINT64",
+        DataType::Int8 => "TYPE_INT8",
+        DataType::Int16 => "TYPE_INT16",
+        DataType::Int32 => "TYPE_INT32",
+        DataType::Int64 => "TYPE_INT64",
+        DataType::Fp16 => "TYPE_FP16",
+        DataType::Bf16 => "TYPE_BF16",
+        DataType::Fp32 => "TYPE_FP32",
+        DataType::Fp64 => "TYPE_FP64",
+        DataType::Bytes => "TYPE_STRING",
+    }
+}
+
+fn config(st: &AppState, model: &str, version: Option<u64>) -> Response {
+    let v = match pick_version(&st.server, model, version) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let batcher = match st.server.get(model, Some(v)) {
+        Ok(b) => b,
+        Err(e) => return runtime_error(&e),
+    };
+    let max_batch = batcher.max_batch_size();
+    // With batching, Triton's dims leave out the batch dimension.
+    let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| {
+                let dims: Vec<i64> = s
+                    .shape
+                    .iter()
+                    .flatten()
+                    .skip(usize::from(max_batch > 0))
+                    .map(|d| match d {
+                        Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                        Dim::Dynamic => -1,
+                    })
+                    .collect();
+                json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": dims })
+            })
+            .collect()
+    };
+    let sig = batcher.signature();
+    axum::Json(json!({
+        "name": model,
+        "platform": st.server.platform(model, v).unwrap_or_default(),
+        "max_batch_size": max_batch,
+        "input": tensors(&sig.inputs),
+        "output": tensors(&sig.outputs),
+        "version_policy": { "specific": { "versions": [v] } },
+        "instance_group": [{ "count": batcher.instances(), "kind": if batcher.device().is_gpu() { "KIND_GPU" } else { "KIND_CPU" } }],
+        "dynamic_batching": {},
+    }))
+    .into_response()
+}
+
+async fn config_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    config(&st, &model, None)
+}
+
+async fn config_version(
+    State(st): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => config(&st, &model, Some(v)),
+        Err(r) => r,
+    }
+}
+
+fn duration_json(count: u64, d: std::time::Duration) -> Value {
+    json!({ "count": count, "ns": u64::try_from(d.as_nanos()).unwrap_or(u64::MAX) })
+}
+
+fn model_stats_json(server: &ModelServer, model: &str, v: u64) -> Option<Value> {
+    let s = server.stats(model, Some(v)).ok()?;
+    let success = s.request_success;
+    Some(json!({
+        "name": model,
+        "version": v.to_string(),
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {
+            "success": duration_json(success, s.request_duration),
+            "fail": duration_json(s.request_failure, std::time::Duration::ZERO),
+            "queue": duration_json(success, s.queue_duration),
+            "compute_input": duration_json(success, s.compute_input_duration),
+            "compute_infer": duration_json(success, s.compute_infer_duration),
+            "compute_output": duration_json(success, s.compute_output_duration),
+        },
+        "batch_stats": s.batch_sizes.iter().map(|(size, count)| json!({
+            "batch_size": size,
+            "compute_infer": { "count": count },
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+async fn all_stats(State(st): State<Shared>) -> Response {
+    let stats: Vec<Value> = st
+        .server
+        .models()
+        .iter()
+        .flat_map(|(name, versions)| {
+            versions
+                .iter()
+                .filter_map(|v| model_stats_json(&st.server, name, *v))
+        })
+        .collect();
+    axum::Json(json!({ "model_stats": stats })).into_response()
+}
+
+fn stats(st: &AppState, model: &str, version: Option<u64>) -> Response {
+    let versions: Vec<u64> = match version {
+        Some(v) => match pick_version(&st.server, model, Some(v)) {
+            Ok(v) => vec![v],
+            Err(r) => return r,
+        },
+        None => match st.server.models().get(model) {
+            Some(vs) => vs.clone(),
+            None => {
+                return runtime_error(&Error::ModelNotFound {
+                    name: model.to_owned(),
+                    version: None,
+                });
+            }
+        },
+    };
+    let stats: Vec<Value> = versions
+        .iter()
+        .filter_map(|v| model_stats_json(&st.server, model, *v))
+        .collect();
+    axum::Json(json!({ "model_stats": stats })).into_response()
+}
+
+async fn stats_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    stats(&st, &model, None)
+}
+
+async fn stats_version(
+    State(st): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => stats(&st, &model, Some(v)),
+        Err(r) => r,
+    }
+}
+
+async fn repository_index(State(st): State<Shared>) -> Response {
+    let mut index: Vec<Value> = st
+        .server
+        .models()
+        .iter()
+        .flat_map(|(name, versions)| {
+            versions
+                .iter()
+                .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
+        })
+        .collect();
+    // Entries of the repository directory that are not loaded, as Triton lists them.
+    if let Some(dir) = &st.config.repository
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        let loaded = st.server.models();
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let name = file.split('.').next()?.to_owned();
+                (!file.starts_with('.') && !loaded.contains_key(&name)).then_some(name)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        index.extend(
+            names
+                .into_iter()
+                .map(|name| json!({ "name": name, "state": "UNAVAILABLE" })),
+        );
+    }
+    axum::Json(Value::Array(index)).into_response()
+}
+
+async fn repository_load(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    let Some(dir) = st.config.repository.clone() else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "this server has no model repository to load from",
+        );
+    };
+    if mlops_core::validate_model_name(&model).is_err() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!("invalid model name '{model}'"),
+        );
+    }
+    // `<dir>/<model>` (a directory or Triton-layout folder), else the file `<dir>/<model>.*`.
+    let path = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                f == model || f.split('.').next() == Some(model.as_str())
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found.into_iter().next()
+    });
+    let Some(path) = path else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no model '{model}' in the repository"),
+        );
+    };
+    let server = st.server.clone();
+    let spec = st.config.load_spec.clone().with_name(model.clone());
+    // Loading reads and hashes files and builds sessions: off the executor.
+    let loaded = tokio::task::spawn_blocking(move || server.load_path(&path, spec)).await;
+    match loaded {
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => error_response(StatusCode::BAD_REQUEST, e),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn repository_unload(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    match st.server.unload(&model, None) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => runtime_error(&e),
+    }
+}
+
+async fn render_metrics(State(st): State<Shared>) -> Response {
+    let text = st.exporter.render(&st.server);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}

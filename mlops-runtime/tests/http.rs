@@ -1,0 +1,588 @@
+//! The Open Inference Protocol REST front end, in process (`tower::ServiceExt::oneshot`)
+//! over real ONNX models: every route, JSON and binary tensors, and every kind of bad
+//! request.
+
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+#![cfg(all(feature = "http", feature = "ort"))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use mlops_core::testkit::{Golden, assert_close, testdata};
+use mlops_core::{DataType, ModelFormat, Tensor};
+use mlops_runtime::http::{HEADER_LENGTH, HttpConfig, router};
+use mlops_runtime::{BatcherConfig, EchoRuntime, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn server() -> Arc<ModelServer> {
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
+    let server = ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort));
+    server
+        .load_path(&testdata("mlp.onnx"), ModelSpec::default())
+        .unwrap();
+    server
+        .load_path(&testdata("torch_tagger.onnx"), ModelSpec::default())
+        .unwrap();
+    Arc::new(server)
+}
+
+fn app() -> Router {
+    router(server(), HttpConfig::default().with_max_body_bytes(1 << 20))
+}
+
+struct Reply {
+    status: StatusCode,
+    header_length: Option<usize>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        let end = self.header_length.unwrap_or(self.body.len());
+        serde_json::from_slice(&self.body[..end])
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, String)],
+    body: impl Into<Body>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let header_length = resp
+        .headers()
+        .get(HEADER_LENGTH)
+        .map(|h| h.to_str().unwrap().parse().unwrap());
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|h| h.to_str().unwrap().to_owned());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        header_length,
+        content_type,
+        body,
+    }
+}
+
+fn tensor_json(t: &Tensor) -> Value {
+    let data: Vec<Value> = match t.dtype() {
+        DataType::Fp32 => t
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|v| json!(v))
+            .collect(),
+        DataType::Int64 => t
+            .to_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| json!(v))
+            .collect(),
+        DataType::Bool => t
+            .to_bools()
+            .unwrap()
+            .into_iter()
+            .map(|v| json!(v))
+            .collect(),
+        other => panic!("{other}"),
+    };
+    json!({ "name": t.name(), "datatype": t.dtype().to_string(), "shape": t.shape(), "data": data })
+}
+
+fn output_from_json(v: &Value) -> Tensor {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f32> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    Tensor::from_vec(v["name"].as_str().unwrap(), shape, data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metadata() {
+    let app = app();
+    assert_eq!(
+        call(&app, "GET", "/v2/health/live", &[], "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/health/ready", &[], "").await.status,
+        StatusCode::OK
+    );
+    let meta = call(&app, "GET", "/v2", &[], "").await.json();
+    assert_eq!(meta["name"], "mlops");
+    assert!(
+        meta["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("binary_tensor_data"))
+    );
+
+    let m = call(&app, "GET", "/v2/models/mlp", &[], "").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(
+        m.json(),
+        json!({
+            "name": "mlp",
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 16]}],
+        })
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/models/mlp/versions/1", &[], "")
+            .await
+            .json(),
+        m.json()
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/models/mlp/ready", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/models/mlp/versions/1/ready", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/models/mlp/versions/2/ready", &[], "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let config = call(&app, "GET", "/v2/models/mlp/config", &[], "")
+        .await
+        .json();
+    assert_eq!(config["name"], "mlp");
+    assert_eq!(config["platform"], "onnxruntime_onnx");
+    assert_eq!(config["max_batch_size"], 32);
+    assert_eq!(
+        config["input"],
+        json!([{"name": "x", "data_type": "TYPE_FP32", "dims": [64]}])
+    );
+    assert_eq!(
+        config["output"],
+        json!([{"name": "y", "data_type": "TYPE_FP32", "dims": [16]}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_inference_matches_the_golden_outputs() {
+    let app = app();
+    for model in ["mlp", "torch_tagger"] {
+        let golden = Golden::load(model).unwrap();
+        let body = json!({
+            "id": "req-1",
+            "inputs": golden.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        });
+        let r = call(
+            &app,
+            "POST",
+            &format!("/v2/models/{model}/infer"),
+            &[],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        let v = r.json();
+        assert_eq!(
+            (
+                v["model_name"].as_str(),
+                v["model_version"].as_str(),
+                v["id"].as_str()
+            ),
+            (Some(model), Some("1"), Some("req-1"))
+        );
+        let outputs = v["outputs"].as_array().unwrap();
+        assert_eq!(outputs.len(), golden.outputs.len());
+        for want in &golden.outputs {
+            let got = outputs.iter().find(|o| o["name"] == want.name()).unwrap();
+            assert_close(&output_from_json(got), want, 1e-5, 1e-4).unwrap();
+        }
+    }
+    // Nested data arrays are accepted as well as flat ones.
+    let golden = Golden::load("mlp").unwrap();
+    let rows: Vec<Vec<f32>> = golden.inputs[0]
+        .to_vec::<f32>()
+        .unwrap()
+        .chunks(64)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let body =
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [4, 64], "data": rows}]});
+    let r = call(
+        &app,
+        "POST",
+        "/v2/models/mlp/versions/1/infer",
+        &[],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_close(
+        &output_from_json(&r.json()["outputs"][0]),
+        &golden.outputs[0],
+        1e-5,
+        1e-4,
+    )
+    .unwrap();
+}
+
+/// Builds a binary-extension request: JSON header, then each input's raw bytes.
+fn binary_request(inputs: &[Tensor], outputs: Value) -> (Vec<u8>, usize) {
+    let header = json!({
+        "inputs": inputs.iter().map(|t| json!({
+            "name": t.name(), "datatype": t.dtype().to_string(), "shape": t.shape(),
+            "parameters": {"binary_data_size": t.data().len()},
+        })).collect::<Vec<_>>(),
+        "outputs": outputs,
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for t in inputs {
+        body.extend_from_slice(t.data());
+    }
+    (body, header.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_tensors_in_and_out() {
+    let app = app();
+    let golden = Golden::load("mlp").unwrap();
+    let (body, n) = binary_request(
+        &golden.inputs,
+        json!([{"name": "y", "parameters": {"binary_data": true}}]),
+    );
+    let r = call(
+        &app,
+        "POST",
+        "/v2/models/mlp/infer",
+        &[(HEADER_LENGTH, n.to_string())],
+        body,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.content_type.as_deref(), Some("application/octet-stream"));
+    let n = r.header_length.unwrap();
+    let v = r.json();
+    let out = &v["outputs"][0];
+    assert_eq!(out["parameters"]["binary_data_size"], 4 * 16 * 4);
+    assert!(out.get("data").is_none());
+    let y = Tensor::new("y", DataType::Fp32, vec![4, 16], r.body.slice(n..)).unwrap();
+    assert_close(&y, &golden.outputs[0], 1e-5, 1e-4).unwrap();
+
+    // Binary in, JSON out (no outputs named: all of them, as JSON).
+    let (body, n) = binary_request(&golden.inputs, Value::Null);
+    let r = call(
+        &app,
+        "POST",
+        "/v2/models/mlp/infer",
+        &[(HEADER_LENGTH, n.to_string())],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header_length, None);
+    assert_close(
+        &output_from_json(&r.json()["outputs"][0]),
+        &golden.outputs[0],
+        1e-5,
+        1e-4,
+    )
+    .unwrap();
+
+    // binary_data_output for all, overridden per output.
+    let body = json!({
+        "inputs": golden.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "parameters": {"binary_data_output": true},
+    });
+    let r = call(&app, "POST", "/v2/models/mlp/infer", &[], body.to_string()).await;
+    assert!(r.header_length.is_some());
+    let body = json!({
+        "inputs": golden.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "parameters": {"binary_data_output": true},
+        "outputs": [{"name": "y", "parameters": {"binary_data": false}}],
+    });
+    let r = call(&app, "POST", "/v2/models/mlp/infer", &[], body.to_string()).await;
+    assert_eq!(r.header_length, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_400_and_never_a_panic() {
+    let app = app();
+    let golden = Golden::load("mlp").unwrap();
+    let x = tensor_json(&golden.inputs[0]);
+    let good_binary = binary_request(&golden.inputs, Value::Null);
+    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+        ("malformed JSON", vec![], b"{\"inputs\": [".to_vec(), "malformed request JSON"),
+        ("not an object", vec![], b"[1,2]".to_vec(), "malformed request JSON"),
+        ("unknown datatype", vec![], json!({"inputs": [{"name": "x", "datatype": "FP99", "shape": [1], "data": [1]}]}).to_string().into_bytes(), "unknown datatype 'FP99'"),
+        ("wrong datatype", vec![], json!({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 64], "data": vec![1; 64]}]}).to_string().into_bytes(), "input 'x'"),
+        ("shape/data mismatch", vec![], json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 64], "data": vec![0.5; 64]}]}).to_string().into_bytes(), "holds 128 elements but data has 64"),
+        ("string for a number", vec![], json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]}).to_string().into_bytes(), "element 0"),
+        ("integer out of range", vec![], json!({"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [300]}]}).to_string().into_bytes(), "not a valid INT8"),
+        ("missing input", vec![], json!({"inputs": []}).to_string().into_bytes(), "input 'x'"),
+        ("unknown output", vec![], json!({"inputs": [x.clone()], "outputs": [{"name": "z"}]}).to_string().into_bytes(), "has no output 'z'"),
+        ("binary shorter than announced", vec![(HEADER_LENGTH, good_binary.1.to_string())], good_binary.0[..good_binary.0.len() - 3].to_vec(), "only 1021 binary bytes remain"),
+        ("binary longer than announced", vec![(HEADER_LENGTH, good_binary.1.to_string())], [good_binary.0.clone(), vec![0; 5]].concat(), "5 binary bytes follow"),
+        ("header length past the body", vec![(HEADER_LENGTH, "99999".into())], good_binary.0.clone(), "the body has only"),
+        ("header length not a number", vec![(HEADER_LENGTH, "ten".into())], good_binary.0.clone(), "is not a byte count"),
+        ("data and binary both", vec![], json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1], "parameters": {"binary_data_size": 4}}]}).to_string().into_bytes(), "both data and binary_data_size"),
+        ("bad parameter type", vec![], json!({"inputs": [x.clone()], "parameters": {"binary_data_output": "yes"}}).to_string().into_bytes(), "must be true or false"),
+    ];
+    for (what, headers, body, needle) in cases {
+        let r = call(&app, "POST", "/v2/models/mlp/infer", &headers, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.error().contains(needle),
+            "{what}: {:?} lacks {needle:?}",
+            r.error()
+        );
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/v2/models/bert/infer",
+        &[],
+        json!({"inputs": [x]}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (StatusCode::NOT_FOUND, "model 'bert' is not loaded")
+    );
+    let r = call(&app, "POST", "/v2/models/mlp/versions/x/infer", &[], "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(&app, "POST", "/v2/models/mlp/versions/7/infer", &[], "{}").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Over the body limit: refused without reading it whole.
+    let r = call(
+        &app,
+        "POST",
+        "/v2/models/mlp/infer",
+        &[],
+        vec![b' '; (1 << 20) + 1],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_and_metrics_count_what_was_served() {
+    let app = app();
+    let golden = Golden::load("mlp").unwrap();
+    let body =
+        json!({"inputs": golden.inputs.iter().map(tensor_json).collect::<Vec<_>>()}).to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            call(&app, "POST", "/v2/models/mlp/infer", &[], body.clone())
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let bad =
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]})
+            .to_string();
+    assert_eq!(
+        call(&app, "POST", "/v2/models/mlp/infer", &[], bad)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let stats = call(&app, "GET", "/v2/models/mlp/stats", &[], "")
+        .await
+        .json();
+    let s = &stats["model_stats"][0];
+    assert_eq!(
+        (s["name"].as_str(), s["version"].as_str()),
+        (Some("mlp"), Some("1"))
+    );
+    assert_eq!(s["inference_count"], 12, "3 requests of 4 rows");
+    assert_eq!(s["inference_stats"]["success"]["count"], 3);
+    assert_eq!(s["inference_stats"]["fail"]["count"], 1);
+    let all = call(&app, "GET", "/v2/models/stats", &[], "").await.json();
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 2);
+
+    let metrics = call(&app, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    for line in [
+        "nv_inference_request_success{model=\"mlp\",version=\"1\"} 3",
+        "nv_inference_request_failure{model=\"mlp\",version=\"1\"} 1",
+        "nv_inference_count{model=\"mlp\",version=\"1\"} 12",
+        "nv_inference_request_success{model=\"torch_tagger\",version=\"1\"} 0",
+        "nv_inference_pending_request_count{model=\"mlp\",version=\"1\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process_resident_memory_bytes ")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_extension_loads_and_unloads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata("mlp.onnx"), dir.path().join("mlp.onnx")).unwrap();
+    std::fs::copy(testdata("cnn.onnx"), dir.path().join("cnn.onnx")).unwrap();
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
+    let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
+    let app = router(
+        server,
+        HttpConfig::default().with_repository(dir.path(), ModelSpec::default()),
+    );
+
+    let index = call(&app, "POST", "/v2/repository/index", &[], "")
+        .await
+        .json();
+    assert_eq!(
+        index,
+        json!([{"name": "cnn", "state": "UNAVAILABLE"}, {"name": "mlp", "state": "UNAVAILABLE"}])
+    );
+    assert_eq!(
+        call(&app, "POST", "/v2/repository/models/cnn/load", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let index = call(&app, "POST", "/v2/repository/index", &[], "")
+        .await
+        .json();
+    assert_eq!(
+        index,
+        json!([{"name": "cnn", "version": "1", "state": "READY"}, {"name": "mlp", "state": "UNAVAILABLE"}])
+    );
+    let golden = Golden::load("cnn").unwrap();
+    let body =
+        json!({"inputs": golden.inputs.iter().map(tensor_json).collect::<Vec<_>>()}).to_string();
+    let r = call(&app, "POST", "/v2/models/cnn/infer", &[], body.clone()).await;
+    assert_close(
+        &output_from_json(&r.json()["outputs"][0]),
+        &golden.outputs[0],
+        1e-4,
+        1e-3,
+    )
+    .unwrap();
+
+    assert_eq!(
+        call(&app, "POST", "/v2/repository/models/cnn/unload", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "POST", "/v2/models/cnn/infer", &[], body)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(&app, "POST", "/v2/repository/models/bert/load", &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, "POST", "/v2/repository/models/..%2Fetc/load", &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_a_429_and_health_still_answers() {
+    let server = ModelServer::new().with_runtime(
+        ModelFormat::Onnx,
+        Arc::new(EchoRuntime::new().with_delay(Duration::from_millis(200))),
+    );
+    let spec = ModelSpec::default().with_batcher(
+        BatcherConfig::default()
+            .with_max_batch_size(1)
+            .with_max_queue_size(1),
+    );
+    server.load_path(&testdata("mlp.onnx"), spec).unwrap();
+    let app = router(Arc::new(server), HttpConfig::default());
+    let golden = Golden::load("mlp").unwrap();
+    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+    let body = json!({"inputs": [tensor_json(&row)]}).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (app, body) = (app.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&app, "POST", "/v2/models/mlp/infer", &[], body)
+                .await
+                .status
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        call(&app, "GET", "/v2/health/ready", &[], "").await.status,
+        StatusCode::OK
+    );
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let shed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(ok + shed, 6, "{statuses:?}");
+    assert!(
+        shed >= 3,
+        "one runs, one queues, the rest are shed: {statuses:?}"
+    );
+}
