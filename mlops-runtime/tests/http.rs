@@ -586,3 +586,53 @@ async fn a_full_queue_is_a_429_and_health_still_answers() {
         "one runs, one queues, the rest are shed: {statuses:?}"
     );
 }
+
+/// NVIDIA's `tritonclient` (HTTP, JSON and binary tensors) and a plain HTTP client against
+/// the server on 127.0.0.1: the golden outputs come back. Needs the Python environment
+/// named by `MLOPS_TEST_PYTHON` (`scripts/test.sh` sets it up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_get_the_golden_outputs() {
+    let Some(python) = std::env::var_os("MLOPS_TEST_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MLOPS_TEST_PYTHON must be set in CI (scripts/test.sh sets it)"
+        );
+        println!("skipped: MLOPS_TEST_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let server = server();
+    server
+        .load_path(&testdata("cnn.onnx"), ModelSpec::default())
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(server, HttpConfig::default());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/oip_http.py");
+    let out = tokio::process::Command::new(python)
+        .args([script, &addr.to_string(), testdata("").to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["checked"],
+        json!([
+            "tritonclient http mlp binary=false",
+            "tritonclient http mlp binary=true",
+            "urllib mlp",
+            "tritonclient http cnn binary=false",
+            "tritonclient http cnn binary=true",
+            "urllib cnn",
+            "tritonclient error",
+            "tritonclient statistics",
+        ])
+    );
+}
