@@ -636,3 +636,72 @@ async fn real_clients_get_the_golden_outputs() {
         ])
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A JSON value shaped like a request, with random names, types, shapes and data.
+    fn request_like() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            any::<i64>().prop_map(|v| json!(v)),
+            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| json!(v)),
+            any::<bool>().prop_map(|v| json!(v)),
+            "[a-z]{0,3}".prop_map(|v| json!(v)),
+        ];
+        let dtype = prop_oneof![Just("FP32"), Just("INT64"), Just("BOOL"), Just("BYTES"), Just("FP16"), Just("UINT8"), Just("X")];
+        let input = (
+            prop_oneof![Just("x".to_owned()), "[a-z]{1,3}"],
+            dtype,
+            proptest::collection::vec(0u64..70, 0..4),
+            proptest::collection::vec(scalar, 0..80),
+            proptest::option::of(0u64..300),
+        )
+            .prop_map(|(name, dtype, shape, data, binary)| {
+                let mut v = json!({"name": name, "datatype": dtype, "shape": shape, "data": data});
+                if let Some(n) = binary {
+                    v["parameters"] = json!({"binary_data_size": n});
+                    v.as_object_mut().unwrap().remove("data");
+                }
+                v
+            });
+        proptest::collection::vec(input, 0..3).prop_map(|inputs| json!({"inputs": inputs}))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Random bytes, with or without a binary header: a 4xx with a message, never a
+        /// panic or a 500.
+        #[test]
+        fn random_bodies_are_refused_cleanly(body in proptest::collection::vec(any::<u8>(), 0..600), split in proptest::option::of(0usize..700)) {
+            let rt = runtime();
+            let app = app();
+            let headers: Vec<(&str, String)> = split.map(|n| (HEADER_LENGTH, n.to_string())).into_iter().collect();
+            let r = rt.block_on(call(&app, "POST", "/v2/models/mlp/infer", &headers, body));
+            prop_assert!(r.status.is_client_error(), "{}", r.status);
+            prop_assert!(!r.error().is_empty());
+        }
+
+        /// Request-shaped JSON, possibly with trailing binary bytes: a correct answer or a
+        /// 4xx, never a 500.
+        #[test]
+        fn request_shaped_json_is_answered_or_refused(req in request_like(), tail in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let rt = runtime();
+            let app = app();
+            let header = req.to_string();
+            let mut body = header.clone().into_bytes();
+            body.extend_from_slice(&tail);
+            let r = rt.block_on(call(&app, "POST", "/v2/models/mlp/infer", &[(HEADER_LENGTH, header.len().to_string())], body));
+            prop_assert!(r.status == StatusCode::OK || r.status.is_client_error(), "{} {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+    }
+}
