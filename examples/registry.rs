@@ -81,6 +81,13 @@ async fn run() -> Result<(), BoxError> {
         .nth(1)
         .map_or_else(|| temp.path().join("registry"), PathBuf::from);
     let registry = Registry::open(&dir).await?;
+    if registry.models().get_model("mlp").await.is_ok() {
+        return Err(format!(
+            "{} already holds model 'mlp': give a new directory",
+            dir.display()
+        )
+        .into());
+    }
     let researcher = Change::by("ana").because("trained on the March data");
     let name = "mlp";
 
@@ -168,8 +175,9 @@ async fn run() -> Result<(), BoxError> {
         .with_tolerance(1e-5, 1e-4)
         .with_top1_agreement("y", 0.99)
         .with_max_latency_regression(1.0);
-    let (base_v, baseline) = serve(&registry, &format!("{name}@production"), &scratch).await?;
     for candidate_ref in [format!("{name}@staging"), format!("{name}/{}", v3.version)] {
+        // Each candidate is compared with whatever production is at that moment.
+        let (base_v, baseline) = serve(&registry, &format!("{name}@production"), &scratch).await?;
         let (cand_v, candidate) = serve(&registry, &candidate_ref, &scratch).await?;
         let outcome = registry
             .promote_if_valid(
@@ -194,11 +202,8 @@ async fn run() -> Result<(), BoxError> {
             }
         );
         candidate.shutdown();
-        if outcome.promoted {
-            break;
-        }
+        baseline.shutdown();
     }
-    baseline.shutdown();
     let production = registry.resolve(&format!("{name}@production")).await?;
     println!("{name}@production is now version {}", production.version);
 

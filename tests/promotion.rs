@@ -278,3 +278,81 @@ async fn a_disagreeing_candidate_is_refused_and_production_stays() {
     candidate.shutdown();
     baseline.shutdown();
 }
+
+/// Moves `production` to another version the first time it is called, as a colleague's
+/// promotion landing while validation runs.
+struct MovesAliasOnFirstCall<'a> {
+    inner: &'a Batcher,
+    registry: Registry,
+    moved: std::sync::atomic::AtomicBool,
+}
+
+impl mlops::core::Infer for MovesAliasOnFirstCall<'_> {
+    fn infer(&self, inputs: Vec<Tensor>) -> mlops::core::InferFuture<'_> {
+        Box::pin(async move {
+            if !self.moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.registry
+                    .models()
+                    .set_alias(
+                        "mlp",
+                        "production",
+                        3,
+                        Expect::Version(1),
+                        &Change::by("colleague"),
+                        None,
+                    )
+                    .await?;
+            }
+            mlops::core::Infer::infer(self.inner, inputs).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_moved_during_validation_makes_the_promotion_a_conflict() {
+    let (dir, registry) = registry_with_production().await;
+    for path in ["mlflow_onnx", "mlp.onnx"] {
+        registry
+            .register("mlp", &testdata(path), NewVersion::new(), &Change::by("ci"))
+            .await
+            .unwrap();
+    }
+    let (base_v, baseline) = serve(&registry, "mlp@production", dir.path()).await;
+    let (cand_v, candidate) = serve(&registry, "mlp/2", dir.path()).await;
+    let racing = MovesAliasOnFirstCall {
+        inner: &candidate,
+        registry: registry.clone(),
+        moved: false.into(),
+    };
+    let cases = validation_set();
+    let policy = policy();
+    let err = registry
+        .promote_if_valid(
+            Promotion {
+                model: "mlp",
+                alias: "production",
+                candidate: (cand_v, &racing),
+                baseline: Some((base_v, &baseline)),
+                cases: &cases,
+                policy: &policy,
+            },
+            &Change::by("ci"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    // The colleague's move stands; the candidate's report is still on record.
+    assert_eq!(registry.resolve("mlp@production").await.unwrap().version, 3);
+    assert!(
+        registry
+            .models()
+            .get_version("mlp", 2)
+            .await
+            .unwrap()
+            .validation
+            .unwrap()
+            .passed
+    );
+    candidate.shutdown();
+    baseline.shutdown();
+}

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 /// near two of these whatever the file's size.
 pub const CHUNK_SIZE: usize = 8 << 20;
 
+/// A temporary file not written to for this long belongs to a writer that died.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What a store holds at one path once a write is complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
@@ -68,6 +71,9 @@ pub trait ArtifactStore: Send + Sync + Debug {
 pub struct OpendalStore {
     op: Operator,
     uri: String,
+    /// Write to a temporary name and rename: for services whose writes become visible
+    /// before they complete (HDFS).
+    rename_after_write: bool,
 }
 
 impl OpendalStore {
@@ -77,6 +83,7 @@ impl OpendalStore {
         OpendalStore {
             op,
             uri: uri.into(),
+            rename_after_write: false,
         }
     }
 
@@ -88,10 +95,19 @@ impl OpendalStore {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
         let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir.display(), e))?;
         let tmp = dir.join(".tmp");
-        // Leftovers of writers killed mid-file are never visible; clear them.
+        // Leftovers of writers killed mid-file are never visible; clear those nobody has
+        // written to for an hour (another process may be writing the others right now).
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TEMP);
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         let builder = opendal::services::Fs::default()
@@ -101,6 +117,7 @@ impl OpendalStore {
         Ok(OpendalStore {
             op,
             uri: format!("file://{}", dir.display()),
+            rename_after_write: false,
         })
     }
 
@@ -110,6 +127,7 @@ impl OpendalStore {
         Ok(OpendalStore {
             op,
             uri: "memory://".into(),
+            rename_after_write: false,
         })
     }
 
@@ -204,7 +222,11 @@ fn hdfs_from_uri(uri: &str, rest: &str) -> Result<OpendalStore> {
         .name_node(&format!("hdfs://{host}"))
         .root(&root);
     let op = Operator::new(builder)?;
-    Ok(OpendalStore::new(op, uri))
+    // HDFS shows a file while it is written: write under a temporary name, then rename.
+    Ok(OpendalStore {
+        rename_after_write: true,
+        ..OpendalStore::new(op, uri)
+    })
 }
 
 #[cfg(not(feature = "hdfs"))]
@@ -220,24 +242,42 @@ impl ArtifactStore for OpendalStore {
         reader: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<StoredFile> {
         check_store_path(path)?;
+        let target = if self.rename_after_write {
+            format!("{path}.part-{}", crate::endpoint::new_lease_id())
+        } else {
+            path.to_owned()
+        };
         let mut writer = self
             .op
-            .writer_with(path)
+            .writer_with(&target)
             .chunk(CHUNK_SIZE)
             .concurrent(2)
             .await?;
-        match copy_hashing(reader, &mut writer).await {
-            Ok((size, sha256)) => {
-                writer.close().await?;
-                Ok(StoredFile {
-                    path: path.to_owned(),
-                    size,
-                    sha256,
-                })
-            }
+        let copied = match copy_hashing(reader, &mut writer).await {
+            Ok(done) => writer.close().await.map(|_| done).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        let renamed = match copied {
+            Ok(done) if self.rename_after_write => self
+                .op
+                .rename(&target, path)
+                .await
+                .map(|()| done)
+                .map_err(Error::from),
+            other => other,
+        };
+        match renamed {
+            Ok((size, sha256)) => Ok(StoredFile {
+                path: path.to_owned(),
+                size,
+                sha256,
+            }),
             Err(e) => {
                 // Nothing half-written becomes visible.
                 let _ = writer.abort().await;
+                if self.rename_after_write {
+                    let _ = self.op.delete(&target).await;
+                }
                 Err(e)
             }
         }
@@ -247,15 +287,10 @@ impl ArtifactStore for OpendalStore {
         check_store_path(path)?;
         let reader = self.op.reader_with(path).chunk(CHUNK_SIZE).await?;
         let stream = reader.into_bytes_stream(..).await?;
+        let at = path.to_owned();
+        // I/O errors keep their kind, so `is_temporary` still tells a reset connection.
         Ok(stream
-            .map(|r| {
-                r.map_err(|e| {
-                    Error::Storage(opendal::Error::new(
-                        opendal::ErrorKind::Unexpected,
-                        e.to_string(),
-                    ))
-                })
-            })
+            .map(move |r| r.map_err(|e| Error::io(&at, e)))
             .boxed())
     }
 

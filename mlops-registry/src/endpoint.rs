@@ -192,8 +192,11 @@ pub(crate) fn new_lease_id() -> String {
     h.update(std::process::id().to_le_bytes());
     h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     h.update((&local as *const u8 as usize).to_le_bytes());
-    if let Ok(host) = std::fs::read_to_string("/etc/machine-id") {
-        h.update(host.as_bytes());
-    }
+    static MACHINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    h.update(
+        MACHINE
+            .get_or_init(|| std::fs::read_to_string("/etc/machine-id").unwrap_or_default())
+            .as_bytes(),
+    );
     hex::encode(&h.finalize()[..16])
 }

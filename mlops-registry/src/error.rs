@@ -140,10 +140,13 @@ impl Error {
 /// SQLite's "database is locked" and PostgreSQL's serialization failures clear on retry.
 fn is_busy(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("5" | "6" | "517" | "40001" | "40P01")
-        ),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // PostgreSQL: serialization failure, deadlock.
+            Some("40001" | "40P01") => true,
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            Some(code) => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+            None => false,
+        },
         _ => false,
     }
 }

@@ -43,6 +43,7 @@ pub struct Downloaded {
 /// A request to move `alias` to a candidate version if it passes validation against the
 /// version the alias points at now.
 #[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)] // holds sessions, which need not be Debug
 pub struct Promotion<'a> {
     /// The registered model.
     pub model: &'a str,
@@ -179,27 +180,33 @@ impl Registry {
         for f in &manifest.files {
             check_store_path(&f.path)?;
         }
+        if !manifest.entry.path.is_empty() {
+            check_store_path(&manifest.entry.path)?;
+        }
         let new = NewVersion {
             ready: false,
             ..version.with_manifest(manifest.clone())
         };
         let created = self.models.create_version(name, new, change).await?;
         let prefix = version_prefix(name, created.version);
-        match self.store_files(root, &prefix, &manifest).await {
-            Ok(files) => {
-                let mut manifest = manifest;
-                manifest.files = files;
-                let update = VersionUpdate {
-                    manifest: Some(manifest),
-                    ..VersionUpdate::default()
-                };
-                self.models
-                    .update_version(name, created.version, &update)
-                    .await?;
-                self.models
-                    .set_version_status(name, created.version, VersionStatus::Ready, None, change)
-                    .await
-            }
+        let stored = async {
+            let files = self.store_files(root, &prefix, &manifest).await?;
+            let mut manifest = manifest;
+            manifest.files = files;
+            let update = VersionUpdate {
+                manifest: Some(manifest),
+                ..VersionUpdate::default()
+            };
+            self.models
+                .update_version(name, created.version, &update)
+                .await?;
+            self.models
+                .set_version_status(name, created.version, VersionStatus::Ready, None, change)
+                .await
+        }
+        .await;
+        match stored {
+            Ok(ready) => Ok(ready),
             Err(e) => {
                 let _ = self.artifacts.delete_all(&prefix).await;
                 let _ = self
@@ -272,6 +279,9 @@ impl Registry {
                 version.name, version.version
             ))
         })?;
+        if !manifest.entry.path.is_empty() {
+            check_store_path(&manifest.entry.path)?;
+        }
         let prefix = version_prefix(&version.name, version.version);
         for f in &manifest.files {
             check_store_path(&f.path)?;

@@ -34,6 +34,8 @@ struct State {
     versions: BTreeMap<String, BTreeMap<u64, ModelVersion>>,
     audit: Vec<AuditEvent>,
     endpoints: HashMap<String, LiveEndpoint>,
+    /// Last version numbers of deleted models: a re-created model continues from there.
+    sequences: HashMap<String, u64>,
 }
 
 impl State {
@@ -133,7 +135,7 @@ impl ModelRegistry for InMemoryRegistry {
             description: description.map(str::to_owned),
             tags: tags.clone(),
             aliases: BTreeMap::new(),
-            latest_version: 0,
+            latest_version: s.sequences.get(name).copied().unwrap_or(0),
             created_at: t,
             updated_at: t,
         };
@@ -189,8 +191,17 @@ impl ModelRegistry for InMemoryRegistry {
 
     async fn delete_model(&self, name: &str, change: &Change) -> Result<()> {
         let mut s = self.lock();
-        s.models.remove(name).ok_or_else(|| model_not_found(name))?;
+        let model = s.models.remove(name).ok_or_else(|| model_not_found(name))?;
         s.versions.remove(name);
+        for (alias, from) in model.aliases {
+            s.log(
+                name,
+                AuditAction::AliasDeleted { alias, from },
+                change,
+                None,
+            );
+        }
+        s.sequences.insert(name.to_owned(), model.latest_version);
         s.log(name, AuditAction::ModelDeleted, change, None);
         Ok(())
     }
@@ -206,6 +217,7 @@ impl ModelRegistry for InMemoryRegistry {
         new.validate()?;
         let mut s = self.lock();
         let t = now();
+        let start = s.sequences.get(name).copied().unwrap_or(0);
         let model = s
             .models
             .entry(name.to_owned())
@@ -214,7 +226,7 @@ impl ModelRegistry for InMemoryRegistry {
                 description: None,
                 tags: BTreeMap::new(),
                 aliases: BTreeMap::new(),
-                latest_version: 0,
+                latest_version: start,
                 created_at: t,
                 updated_at: t,
             });

@@ -33,6 +33,7 @@ pub struct RegisteredModel {
 /// Where a version is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum VersionStatus {
     /// Created; its artifacts are being stored. Not resolvable as `latest`, not aliasable.
     Pending,
@@ -291,6 +292,7 @@ impl Change {
 
 /// What an alias must point at for a move to go ahead: the compare in compare-and-set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Expect {
     /// Move whatever it points at now.
     Any,
@@ -408,6 +410,7 @@ impl AuditQuery {
 
 /// A comparison in a metric filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Compare {
     /// `<`
     Lt,
@@ -505,7 +508,10 @@ impl VersionQuery {
         match &self.order_by_metric {
             Some(metric) => versions.sort_by(|a, b| {
                 let (x, y) = (a.metrics.get(metric), b.metrics.get(metric));
-                y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal)
+                y.partial_cmp(&x)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then_with(|| a.name.cmp(&b.name))
+                    .then_with(|| b.version.cmp(&a.version))
             }),
             None => versions.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version))),
         }

@@ -467,6 +467,9 @@ impl Tally {
         } else if let Some(c) = &cand_top {
             // The baseline did not produce the class output: every row disagrees.
             self.top1_rows += c.len();
+        } else if let Some(Some(b)) = &base_top {
+            // The candidate did not: every baseline row disagrees.
+            self.top1_rows += b.len();
         }
         if let Some(labels) = &case.labels {
             self.labelled_rows += labels.len();

@@ -3,7 +3,7 @@
 //! HDFS where `MLOPS_TEST_HDFS_URI` names a cluster.
 #![allow(clippy::unwrap_used)]
 
-use mlops_registry::{Error, OpendalStore, testkit};
+use mlops_registry::{OpendalStore, testkit};
 
 #[tokio::test]
 async fn memory_store() {
@@ -23,15 +23,26 @@ async fn local_store() {
 }
 
 #[tokio::test]
-async fn local_store_clears_leftovers_of_killed_writers() {
+async fn local_store_clears_stale_leftovers_of_killed_writers_only() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join(".tmp")).unwrap();
-    std::fs::write(dir.path().join(".tmp/half-written"), b"partial").unwrap();
+    let tmp = dir.path().join(".tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("stale"), b"partial").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(tmp.join("stale"))
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    // Another process's file in progress: recent, kept.
+    std::fs::write(tmp.join("in-progress"), b"partial").unwrap();
     let _store = OpendalStore::local(dir.path()).unwrap();
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
-        0
-    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["in-progress"]);
 }
 
 #[tokio::test]
@@ -46,14 +57,13 @@ async fn store_uris() {
     #[cfg(not(feature = "s3"))]
     assert!(matches!(
         OpendalStore::from_uri("s3://b/p"),
-        Err(Error::NotCompiled(_))
+        Err(mlops_registry::Error::NotCompiled(_))
     ));
     #[cfg(not(feature = "hdfs"))]
     assert!(matches!(
         OpendalStore::from_uri("hdfs://nn:8020/p"),
-        Err(Error::NotCompiled(_))
+        Err(mlops_registry::Error::NotCompiled(_))
     ));
-    let _ = Error::NotCompiled("");
 }
 
 #[cfg(feature = "s3")]

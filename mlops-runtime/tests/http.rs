@@ -361,7 +361,9 @@ async fn bad_requests_get_a_clear_400_and_never_a_panic() {
     let golden = Golden::load("mlp").unwrap();
     let x = tensor_json(&golden.inputs[0]);
     let good_binary = binary_request(&golden.inputs, Value::Null);
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+    // (what, headers, body, what the error must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", vec![], b"{\"inputs\": [".to_vec(), "malformed request JSON"),
         ("not an object", vec![], b"[1,2]".to_vec(), "malformed request JSON"),
         ("unknown datatype", vec![], json!({"inputs": [{"name": "x", "datatype": "FP99", "shape": [1], "data": [1]}]}).to_string().into_bytes(), "unknown datatype 'FP99'"),
@@ -653,11 +655,21 @@ mod fuzz {
     fn request_like() -> impl Strategy<Value = Value> {
         let scalar = prop_oneof![
             any::<i64>().prop_map(|v| json!(v)),
-            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| json!(v)),
+            any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| json!(v)),
             any::<bool>().prop_map(|v| json!(v)),
             "[a-z]{0,3}".prop_map(|v| json!(v)),
         ];
-        let dtype = prop_oneof![Just("FP32"), Just("INT64"), Just("BOOL"), Just("BYTES"), Just("FP16"), Just("UINT8"), Just("X")];
+        let dtype = prop_oneof![
+            Just("FP32"),
+            Just("INT64"),
+            Just("BOOL"),
+            Just("BYTES"),
+            Just("FP16"),
+            Just("UINT8"),
+            Just("X")
+        ];
         let input = (
             prop_oneof![Just("x".to_owned()), "[a-z]{1,3}"],
             dtype,

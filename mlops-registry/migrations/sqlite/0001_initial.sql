@@ -9,6 +9,13 @@ CREATE TABLE registered_models (
     updated_at     BIGINT NOT NULL
 );
 
+-- The last version number given per name, kept when a model is deleted so that a
+-- re-created model never reuses a number (nor the artifact paths that go with it).
+CREATE TABLE model_sequences (
+    name         TEXT PRIMARY KEY,
+    last_version BIGINT NOT NULL
+);
+
 CREATE TABLE model_versions (
     name           TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
     version        BIGINT NOT NULL,

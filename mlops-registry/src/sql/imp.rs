@@ -108,7 +108,7 @@ static VERSION_SEARCH: LazyLock<String> =
 static MODEL_BY_NAME: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {MODEL_COLUMNS} FROM registered_models WHERE name = $1"));
 static MODEL_ALL: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {MODEL_COLUMNS} FROM registered_models ORDER BY name"));
+    LazyLock::new(|| format!("SELECT {MODEL_COLUMNS} FROM registered_models"));
 
 fn decode_version(row: &DbRow) -> Result<ModelVersion> {
     let aliases: Option<String> = row.try_get("aliases")?;
@@ -238,7 +238,9 @@ impl ModelRegistry for Store {
         let (mut tx, _guard) = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO registered_models (name, description, tags, latest_version, \
-             created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4) ON CONFLICT (name) DO NOTHING",
+             created_at, updated_at) VALUES ($1, $2, $3, \
+             COALESCE((SELECT last_version FROM model_sequences WHERE name = $1), 0), $4, $4) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(description)
@@ -324,9 +326,11 @@ impl ModelRegistry for Store {
             if query.matches(&m) {
                 out.push(m);
             }
-            if query.limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
+        }
+        // Byte order, as every backend sorts: a database's collation would differ.
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(limit) = query.limit {
+            out.truncate(limit);
         }
         Ok(out)
     }
@@ -336,6 +340,26 @@ impl ModelRegistry for Store {
         if !lock_model(&mut tx, name).await? {
             return Err(model_not_found(name));
         }
+        // The aliases go first, each on the record, so that the log answers "which version
+        // did production point at" correctly after the model is gone.
+        for (alias, from) in model_aliases(&mut *tx, name).await? {
+            log(
+                &mut tx,
+                name,
+                &AuditAction::AliasDeleted { alias, from },
+                change,
+                None,
+            )
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO model_sequences (name, last_version) \
+             SELECT name, latest_version FROM registered_models WHERE name = $1 \
+             ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         for sql in [
             "DELETE FROM aliases WHERE name = $1",
             "DELETE FROM model_versions WHERE name = $1",
@@ -366,7 +390,9 @@ impl ModelRegistry for Store {
         let (mut tx, _guard) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO registered_models (name, description, tags, latest_version, \
-             created_at, updated_at) VALUES ($1, NULL, '{}', 0, $2, $2) ON CONFLICT (name) DO NOTHING",
+             created_at, updated_at) VALUES ($1, NULL, '{}', \
+             COALESCE((SELECT last_version FROM model_sequences WHERE name = $1), 0), $2, $2) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(t)

@@ -137,7 +137,8 @@ impl InlineReaders {
                 let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let c = rusqlite::Connection::open_with_flags(&self.path, flags).ok()?;
-                c.busy_timeout(Duration::from_secs(10)).ok()?;
+                // Never wait on the executor: a busy database sends the caller to the pool.
+                c.busy_timeout(Duration::ZERO).ok()?;
                 c
             }
         };

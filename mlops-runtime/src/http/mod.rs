@@ -169,19 +169,42 @@ fn runtime_error(e: &Error) -> Response {
     error_response(status_of(e), e)
 }
 
-fn parse_version(text: &str) -> Result<u64, Response> {
-    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            format!("'{text}' is not a model version (1, 2, ...)"),
-        )
-    })
+/// An error on its way to becoming a response (small, unlike a `Response`).
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.message)
+    }
+}
+
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
+        ApiError {
+            status: status_of(e),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn parse_version(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("'{text}' is not a model version (1, 2, ...)"),
+        })
 }
 
 /// The version to use: the one asked for, or the latest served.
-fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, Response> {
+fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, ApiError> {
     let not_found = || {
-        runtime_error(&Error::ModelNotFound {
+        ApiError::from(&Error::ModelNotFound {
             name: model.to_owned(),
             version,
         })
@@ -228,7 +251,7 @@ fn spec_json(spec: &TensorSpec) -> Value {
 fn metadata(st: &AppState, model: &str, version: Option<u64>) -> Response {
     let v = match pick_version(&st.server, model, version) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let batcher = match st.server.get(model, Some(v)) {
         Ok(b) => b,
@@ -261,20 +284,22 @@ async fn metadata_version(
 ) -> Response {
     match parse_version(&version) {
         Ok(v) => metadata(&st, &model, Some(v)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 fn model_ready(st: &AppState, model: &str, version: Option<u64>) -> Response {
-    match pick_version(&st.server, model, version)
-        .and_then(|v| st.server.get(model, Some(v)).map_err(|e| runtime_error(&e)))
-    {
+    match pick_version(&st.server, model, version).and_then(|v| {
+        st.server
+            .get(model, Some(v))
+            .map_err(|e| ApiError::from(&e))
+    }) {
         Ok(b) if b.is_ready() => StatusCode::OK.into_response(),
         Ok(_) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("model '{model}' is not ready"),
         ),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -288,7 +313,7 @@ async fn ready_version(
 ) -> Response {
     match parse_version(&version) {
         Ok(v) => model_ready(&st, &model, Some(v)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -301,7 +326,7 @@ async fn infer(
 ) -> Response {
     let v = match pick_version(&st.server, model, version) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let header_length = headers
         .get(HEADER_LENGTH)
@@ -387,7 +412,7 @@ async fn infer_version(
 ) -> Response {
     match parse_version(&version) {
         Ok(v) => infer(&st, &model, Some(v), &headers, body).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -414,7 +439,7 @@ fn triton_type(dtype: DataType) -> &'static str {
 fn config(st: &AppState, model: &str, version: Option<u64>) -> Response {
     let v = match pick_version(&st.server, model, version) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let batcher = match st.server.get(model, Some(v)) {
         Ok(b) => b,
@@ -464,7 +489,7 @@ async fn config_version(
 ) -> Response {
     match parse_version(&version) {
         Ok(v) => config(&st, &model, Some(v)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -513,7 +538,7 @@ fn stats(st: &AppState, model: &str, version: Option<u64>) -> Response {
     let versions: Vec<u64> = match version {
         Some(v) => match pick_version(&st.server, model, Some(v)) {
             Ok(v) => vec![v],
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
         None => match st.server.models().get(model) {
             Some(vs) => vs.clone(),
@@ -542,7 +567,7 @@ async fn stats_version(
 ) -> Response {
     match parse_version(&version) {
         Ok(v) => stats(&st, &model, Some(v)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
