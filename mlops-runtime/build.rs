@@ -19,6 +19,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=ORT_DYLIB_PATH");
     println!("cargo:rerun-if-env-changed=MLOPS_SKIP_ORT_FETCH");
+    #[cfg(feature = "grpc")]
+    grpc();
     if std::env::var_os("CARGO_FEATURE_ORT").is_none() {
         return;
     }
@@ -134,4 +136,24 @@ fn sha256_of(path: &Path) -> Result<String, String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Generates the Open Inference Protocol's gRPC service with the vendored `protoc`: no
+/// system protobuf compiler is needed.
+#[cfg(feature = "grpc")]
+fn grpc() {
+    println!("cargo:rerun-if-changed=proto/inference.proto");
+    let protoc = match protoc_bin_vendored::protoc_bin_path() {
+        Ok(path) => path,
+        Err(e) => panic!("no vendored protoc for this platform: {e}"),
+    };
+    // SAFETY: build scripts are single-threaded; nothing reads the environment meanwhile.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    if let Err(e) = tonic_prost_build::configure()
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .compile_protos(&["proto/inference.proto"], &["proto"])
+    {
+        panic!("cannot generate the gRPC service from proto/inference.proto: {e}");
+    }
 }

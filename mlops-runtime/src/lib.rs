@@ -21,6 +21,8 @@ mod batcher;
 mod candle;
 mod echo;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "ort")]

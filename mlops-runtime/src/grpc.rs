@@ -1,0 +1,435 @@
+//! The Open Inference Protocol over gRPC (feature `grpc`): the `inference.GRPCInferenceService`
+//! of KServe V2 and Triton, as tonic generates it from `proto/inference.proto`.
+//!
+//! [`service`] wraps a [`ModelServer`]; serve it with tonic's `Server`, or next to the HTTP
+//! front end. Inputs come as `raw_input_contents` (what tritonclient and perf_analyzer
+//! send) or as typed `contents`; outputs always go back as `raw_output_contents`, as
+//! Triton answers. Errors are gRPC statuses: `INVALID_ARGUMENT` for a request at fault,
+//! `NOT_FOUND` for an unknown model, `RESOURCE_EXHAUSTED` for a full queue,
+//! `DEADLINE_EXCEEDED`, `UNAVAILABLE` while shutting down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mlops_core::{DataType, Dim, Tensor, TensorSpec};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::server::{ModelServer, ModelSpec};
+
+/// The code tonic generated from `proto/inference.proto`: messages, the server trait and a
+/// client.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use proto::model_infer_request::InferInputTensor;
+use proto::model_infer_response::InferOutputTensor;
+use proto::model_metadata_response::TensorMetadata;
+
+/// The gRPC front end's state; build it with [`service`].
+#[derive(Clone)]
+pub struct GrpcFrontEnd {
+    server: Arc<ModelServer>,
+    repository: Option<PathBuf>,
+    load_spec: ModelSpec,
+}
+
+impl std::fmt::Debug for GrpcFrontEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcFrontEnd")
+            .field("repository", &self.repository)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest message accepted or sent by default: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The gRPC service over `server`; `repository` enables load and unload (models loaded
+/// with `load_spec`).
+pub fn service(
+    server: Arc<ModelServer>,
+    repository: Option<PathBuf>,
+    load_spec: ModelSpec,
+) -> GrpcInferenceServiceServer<GrpcFrontEnd> {
+    GrpcInferenceServiceServer::new(GrpcFrontEnd {
+        server,
+        repository,
+        load_spec,
+    })
+    .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+}
+
+/// The gRPC status for a runtime error.
+pub fn status_of(error: &Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::InvalidInput(_) => Status::invalid_argument(message),
+        Error::ModelNotFound { .. } => Status::not_found(message),
+        Error::Overloaded { .. } => Status::resource_exhausted(message),
+        Error::Timeout { .. } => Status::deadline_exceeded(message),
+        Error::ShuttingDown { .. } | Error::Unavailable { .. } => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn version_of(text: &str) -> Result<Option<u64>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(Some(v)),
+        _ => Err(Status::invalid_argument(format!(
+            "'{text}' is not a model version (1, 2, ...)"
+        ))),
+    }
+}
+
+/// The version to use: the one asked for, or the latest served.
+fn pick(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, Status> {
+    let not_found = || {
+        status_of(&Error::ModelNotFound {
+            name: model.to_owned(),
+            version,
+        })
+    };
+    let models = server.models();
+    let versions = models.get(model).ok_or_else(not_found)?;
+    match version {
+        Some(v) if versions.contains(&v) => Ok(v),
+        Some(_) => Err(not_found()),
+        None => versions.last().copied().ok_or_else(not_found),
+    }
+}
+
+fn metadata_of(spec: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: spec.name.clone(),
+        datatype: spec.dtype.to_string(),
+        shape: spec
+            .shape
+            .iter()
+            .flatten()
+            .map(|d| match d {
+                Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                Dim::Dynamic => -1,
+            })
+            .collect(),
+    }
+}
+
+fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>, Status> {
+    shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                Status::invalid_argument(format!("input '{name}': dimension {d} is negative"))
+            })
+        })
+        .collect()
+}
+
+/// One input from typed `contents`.
+fn from_contents(input: InferInputTensor) -> Result<Tensor, Status> {
+    let name = input.name.clone();
+    let dtype: DataType = input.datatype.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "input '{name}': unknown datatype '{}'",
+            input.datatype
+        ))
+    })?;
+    let shape = shape_of(&name, &input.shape)?;
+    let c = input.contents.unwrap_or_default();
+    let bad = |e: mlops_core::Error| Status::invalid_argument(e.to_string());
+    let narrow = |what: &str| {
+        Status::invalid_argument(format!("input '{name}': a value does not fit {what}"))
+    };
+    let tensor = match dtype {
+        DataType::Bool => Tensor::from_bools(name.clone(), shape, &c.bool_contents),
+        DataType::Int8 => Tensor::from_vec(
+            name.clone(),
+            shape,
+            c.int_contents
+                .iter()
+                .map(|&v| i8::try_from(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| narrow("INT8"))?,
+        ),
+        DataType::Int16 => Tensor::from_vec(
+            name.clone(),
+            shape,
+            c.int_contents
+                .iter()
+                .map(|&v| i16::try_from(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| narrow("INT16"))?,
+        ),
+        DataType::Int32 => Tensor::from_vec(name.clone(), shape, c.int_contents),
+        DataType::Int64 => Tensor::from_vec(name.clone(), shape, c.int64_contents),
+        DataType::Uint8 => Tensor::from_vec(
+            name.clone(),
+            shape,
+            c.uint_contents
+                .iter()
+                .map(|&v| u8::try_from(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| narrow("UINT8"))?,
+        ),
+        DataType::Uint16 => Tensor::from_vec(
+            name.clone(),
+            shape,
+            c.uint_contents
+                .iter()
+                .map(|&v| u16::try_from(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| narrow("UINT16"))?,
+        ),
+        DataType::Uint32 => Tensor::from_vec(name.clone(), shape, c.uint_contents),
+        DataType::Uint64 => Tensor::from_vec(name.clone(), shape, c.uint64_contents),
+        DataType::Fp32 => Tensor::from_vec(name.clone(), shape, c.fp32_contents),
+        DataType::Fp64 => Tensor::from_vec(name.clone(), shape, c.fp64_contents),
+        DataType::Bytes => Tensor::from_byte_strings(name.clone(), shape, &c.bytes_contents),
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(Status::invalid_argument(format!(
+                "input '{name}': {dtype} has no typed contents field; send raw_input_contents"
+            )));
+        }
+    };
+    tensor.map_err(bad)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcFrontEnd {
+    async fn server_live(
+        &self,
+        _: Request<proto::ServerLiveRequest>,
+    ) -> Result<Response<proto::ServerLiveResponse>, Status> {
+        Ok(Response::new(proto::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<proto::ServerReadyRequest>,
+    ) -> Result<Response<proto::ServerReadyResponse>, Status> {
+        Ok(Response::new(proto::ServerReadyResponse {
+            ready: self.server.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<proto::ModelReadyRequest>,
+    ) -> Result<Response<proto::ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let version = version_of(&r.version)?;
+        let ready = pick(&self.server, &r.name, version)
+            .ok()
+            .and_then(|v| self.server.get(&r.name, Some(v)).ok())
+            .is_some_and(|b| b.is_ready());
+        Ok(Response::new(proto::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<proto::ServerMetadataRequest>,
+    ) -> Result<Response<proto::ServerMetadataResponse>, Status> {
+        Ok(Response::new(proto::ServerMetadataResponse {
+            name: "mlops".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_repository".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<proto::ModelMetadataRequest>,
+    ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let v = pick(&self.server, &r.name, version_of(&r.version)?)?;
+        let batcher = self
+            .server
+            .get(&r.name, Some(v))
+            .map_err(|e| status_of(&e))?;
+        let sig = batcher.signature();
+        Ok(Response::new(proto::ModelMetadataResponse {
+            versions: self
+                .server
+                .models()
+                .get(&r.name)
+                .map(|vs| vs.iter().map(u64::to_string).collect())
+                .unwrap_or_default(),
+            platform: self.server.platform(&r.name, v).unwrap_or_default(),
+            inputs: sig.inputs.iter().map(metadata_of).collect(),
+            outputs: sig.outputs.iter().map(metadata_of).collect(),
+            name: r.name,
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<proto::ModelInferRequest>,
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
+        let r = request.into_inner();
+        let v = pick(&self.server, &r.model_name, version_of(&r.model_version)?)?;
+        let raw = r.raw_input_contents;
+        let mut inputs = Vec::with_capacity(r.inputs.len());
+        if raw.is_empty() {
+            for input in r.inputs {
+                inputs.push(from_contents(input)?);
+            }
+        } else {
+            if raw.len() != r.inputs.len() {
+                return Err(Status::invalid_argument(format!(
+                    "{} inputs but {} raw_input_contents: one each, in order",
+                    r.inputs.len(),
+                    raw.len()
+                )));
+            }
+            for (input, data) in r.inputs.into_iter().zip(raw) {
+                if input.contents.is_some() {
+                    return Err(Status::invalid_argument(format!(
+                        "input '{}' has both contents and raw_input_contents",
+                        input.name
+                    )));
+                }
+                let dtype: DataType = input.datatype.parse().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "input '{}': unknown datatype '{}'",
+                        input.name, input.datatype
+                    ))
+                })?;
+                let shape = shape_of(&input.name, &input.shape)?;
+                let tensor = Tensor::new(input.name, dtype, shape, data)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                inputs.push(tensor);
+            }
+        }
+        let batcher = self
+            .server
+            .get(&r.model_name, Some(v))
+            .map_err(|e| status_of(&e))?;
+        let wanted: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|w| !batcher.signature().outputs.iter().any(|o| &o.name == *w))
+        {
+            return Err(Status::invalid_argument(format!(
+                "model '{}' has no output '{unknown}'",
+                r.model_name
+            )));
+        }
+        drop(batcher);
+        let outputs = self
+            .server
+            .infer(&r.model_name, Some(v), inputs)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let selected: Vec<Tensor> = if wanted.is_empty() {
+            outputs
+        } else {
+            wanted
+                .iter()
+                .filter_map(|w| outputs.iter().find(|t| t.name() == w).cloned())
+                .collect()
+        };
+        let mut described = Vec::with_capacity(selected.len());
+        let mut raw_out: Vec<Bytes> = Vec::with_capacity(selected.len());
+        for t in selected {
+            let (name, dtype, shape, data) = t.into_parts();
+            described.push(InferOutputTensor {
+                name,
+                datatype: dtype.to_string(),
+                shape: shape
+                    .iter()
+                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                    .collect(),
+                parameters: Default::default(),
+                contents: None,
+            });
+            raw_out.push(data);
+        }
+        Ok(Response::new(proto::ModelInferResponse {
+            model_name: r.model_name,
+            model_version: v.to_string(),
+            id: r.id,
+            parameters: Default::default(),
+            outputs: described,
+            raw_output_contents: raw_out,
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<proto::RepositoryIndexRequest>,
+    ) -> Result<Response<proto::RepositoryIndexResponse>, Status> {
+        let _ready_only = request.into_inner().ready;
+        let models = self
+            .server
+            .models()
+            .into_iter()
+            .flat_map(|(name, versions)| {
+                versions
+                    .into_iter()
+                    .map(move |v| proto::repository_index_response::ModelIndex {
+                        name: name.clone(),
+                        version: v.to_string(),
+                        state: "READY".into(),
+                        reason: String::new(),
+                    })
+            })
+            .collect();
+        Ok(Response::new(proto::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<proto::RepositoryModelLoadRequest>,
+    ) -> Result<Response<proto::RepositoryModelLoadResponse>, Status> {
+        let model = request.into_inner().model_name;
+        let Some(dir) = self.repository.clone() else {
+            return Err(Status::failed_precondition(
+                "this server has no model repository to load from",
+            ));
+        };
+        mlops_core::validate_model_name(&model)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let path = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|entries| {
+                let mut found: Vec<PathBuf> = entries
+                    .flatten()
+                    .filter(|e| {
+                        let f = e.file_name().to_string_lossy().into_owned();
+                        f == model || f.split('.').next() == Some(model.as_str())
+                    })
+                    .map(|e| e.path())
+                    .collect();
+                found.sort();
+                found.into_iter().next()
+            })
+            .ok_or_else(|| Status::not_found(format!("no model '{model}' in the repository")))?;
+        let server = self.server.clone();
+        let spec = self.load_spec.clone().with_name(model);
+        tokio::task::spawn_blocking(move || server.load_path(&path, spec))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(proto::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<proto::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<proto::RepositoryModelUnloadResponse>, Status> {
+        let model = request.into_inner().model_name;
+        self.server
+            .unload(&model, None)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
+    }
+}
