@@ -1,0 +1,194 @@
+//! Serves models over the Open Inference Protocol: HTTP/REST on 127.0.0.1:8000, gRPC on
+//! :8001 and Prometheus metrics on :8002, as Triton does.
+//!
+//! ```text
+//! cargo run --release --example serve --features http,grpc -- testdata
+//! cargo run --release --example serve --features http,grpc -- --registry ./registry --model mlp@production
+//! ```
+//!
+//! Flags:
+//! - `DIR`: serve every model in a directory (flat, or Triton's `<name>/<version>/` layout);
+//! - `--registry DIR --model NAME@ALIAS` (repeatable `--model`): serve registered versions,
+//!   downloaded and verified, and announce them in the registry's endpoint directory;
+//! - `--http ADDR`, `--grpc ADDR`, `--metrics ADDR`: where to listen;
+//! - `--instances N`, `--max-batch N`, `--queue-delay-us N`, `--queue N`: batching.
+//!
+//! Ctrl-C stops taking connections, lets requests in flight finish, and exits.
+
+// An example's output is its point.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlops::core::ModelFormat;
+use mlops::registry::{Endpoint, Protocol, Registry};
+use mlops::runtime::http::{HttpConfig, metrics_router, router};
+use mlops::runtime::{BatcherConfig, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    repository: Option<PathBuf>,
+    registry: Option<PathBuf>,
+    models: Vec<String>,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    spec: ModelSpec,
+}
+
+fn parse() -> Result<Args, BoxError> {
+    let mut args = Args {
+        repository: None,
+        registry: None,
+        models: Vec::new(),
+        http: "127.0.0.1:8000".parse()?,
+        grpc: "127.0.0.1:8001".parse()?,
+        metrics: "127.0.0.1:8002".parse()?,
+        spec: ModelSpec::default(),
+    };
+    let mut batcher = BatcherConfig::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--registry" => args.registry = Some(value()?.into()),
+            "--model" => args.models.push(value()?),
+            "--http" => args.http = value()?.parse()?,
+            "--grpc" => args.grpc = value()?.parse()?,
+            "--metrics" => args.metrics = value()?.parse()?,
+            "--instances" => args.spec = args.spec.with_instances(value()?.parse()?),
+            "--max-batch" => batcher = batcher.with_max_batch_size(value()?.parse()?),
+            "--queue" => batcher = batcher.with_max_queue_size(value()?.parse()?),
+            "--queue-delay-us" => {
+                batcher = batcher.with_max_queue_delay(Duration::from_micros(value()?.parse()?));
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}").into()),
+            dir => args.repository = Some(dir.into()),
+        }
+    }
+    if args.repository.is_none() && args.models.is_empty() {
+        return Err("give a model directory, or --registry DIR --model NAME@ALIAS".into());
+    }
+    args.spec = args.spec.with_batcher(batcher);
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let args = parse()?;
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1))?;
+    let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
+
+    if let Some(dir) = &args.repository {
+        let (s, dir2, spec) = (server.clone(), dir.clone(), args.spec.clone());
+        let report = tokio::task::spawn_blocking(move || s.load_repository(&dir2, &spec)).await??;
+        for (name, version) in &report.loaded {
+            println!("serving {name}/{version}");
+        }
+        for (entry, why) in &report.skipped {
+            let short: String = why.chars().take(100).collect();
+            println!("skipped {entry}: {short}");
+        }
+    }
+
+    // Registered versions: downloaded (verified), served, and announced by heartbeat.
+    let mut heartbeats = Vec::new();
+    let scratch = tempfile::tempdir()?;
+    if !args.models.is_empty() {
+        let dir = args
+            .registry
+            .clone()
+            .ok_or("--model needs --registry DIR")?;
+        let registry = Registry::open(&dir).await?;
+        for reference in &args.models {
+            let dest = scratch.path().join(reference.replace(['/', '@'], "_"));
+            let got = registry.download(reference, &dest).await?;
+            let (name, version) = (got.version.name.clone(), got.version.version);
+            let spec = args
+                .spec
+                .clone()
+                .with_name(name.clone())
+                .with_version(version);
+            let s = server.clone();
+            tokio::task::spawn_blocking(move || s.load_path(&got.entry, spec)).await??;
+            println!("serving {reference} as {name}/{version}");
+            for (address, protocol) in [
+                (args.http.to_string(), Protocol::OipHttp),
+                (args.grpc.to_string(), Protocol::OipGrpc),
+            ] {
+                let endpoint = Endpoint::new(&name, Some(version), address, protocol);
+                heartbeats.push(registry.announce(endpoint, Duration::from_secs(15)).await?);
+            }
+        }
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = tokio::net::TcpListener::bind(args.http).await?;
+    let metrics = tokio::net::TcpListener::bind(args.metrics).await?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
+    println!(
+        "HTTP on {}, gRPC on {}, metrics on {}/metrics; Ctrl-C stops",
+        args.http, args.grpc, args.metrics
+    );
+    let app = router(
+        server.clone(),
+        HttpConfig::default().with_repository(
+            args.repository
+                .clone()
+                .unwrap_or_else(|| scratch.path().to_path_buf()),
+            args.spec.clone(),
+        ),
+    );
+    let http_task = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let metrics_task = tokio::spawn(
+        axum::serve(metrics, metrics_router(server.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let grpc_service =
+        mlops::runtime::grpc::service(server.clone(), args.repository.clone(), args.spec.clone());
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc),
+                stopped(stop_rx),
+            ),
+    );
+
+    tokio::signal::ctrl_c().await?;
+    println!("stopping: finishing requests in flight");
+    for heartbeat in heartbeats {
+        heartbeat.stop().await;
+    }
+    let _ = stop_tx.send(true);
+    http_task.await??;
+    metrics_task.await??;
+    grpc_task.await??;
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.shutdown()).await?;
+    println!("stopped");
+    Ok(())
+}
