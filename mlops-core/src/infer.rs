@@ -37,3 +37,33 @@ impl<T: Infer + ?Sized> Infer for Box<T> {
         (**self).infer(inputs)
     }
 }
+
+/// One server replica of a model, as a client needs to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Replica {
+    /// Where: `host:port`.
+    pub address: String,
+    /// How to talk to it: `oip_grpc`, `oip_http`, or another protocol's name.
+    pub protocol: String,
+    /// The model's name on that server.
+    pub model: String,
+    /// The version it serves, when it says.
+    pub version: Option<u64>,
+}
+
+/// The future [`ReplicaSource::replicas`] returns.
+pub type ReplicasFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Replica>, BoxError>> + Send + 'a>>;
+
+/// Where a model id (`name`, `name/7`, `name@production`) is served right now: the
+/// registry's endpoint directory implements it, so a client needs only the model id.
+pub trait ReplicaSource: Send + Sync {
+    /// The live replicas serving `model_id`.
+    fn replicas<'a>(&'a self, model_id: &'a str) -> ReplicasFuture<'a>;
+}
+
+impl<T: ReplicaSource + ?Sized> ReplicaSource for Arc<T> {
+    fn replicas<'a>(&'a self, model_id: &'a str) -> ReplicasFuture<'a> {
+        (**self).replicas(model_id)
+    }
+}

@@ -533,3 +533,21 @@ impl Drop for Heartbeat {
         }
     }
 }
+
+/// The client side of the endpoint directory: the live replicas of a model id.
+impl mlops_core::ReplicaSource for Registry {
+    fn replicas<'a>(&'a self, model_id: &'a str) -> mlops_core::ReplicasFuture<'a> {
+        Box::pin(async move {
+            let live = self.endpoints_for(model_id).await?;
+            Ok(live
+                .into_iter()
+                .map(|e| mlops_core::Replica {
+                    address: e.endpoint.address,
+                    protocol: e.endpoint.protocol.as_str().to_owned(),
+                    model: e.endpoint.model,
+                    version: e.endpoint.version,
+                })
+                .collect())
+        })
+    }
+}

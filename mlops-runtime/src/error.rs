@@ -89,6 +89,28 @@ pub enum Error {
         /// Why, and how to fix it.
         reason: String,
     },
+
+    /// A remote server answered with an error (from the client).
+    #[error("model '{model}' at {address}: {code}: {message}")]
+    Remote {
+        /// The model id asked for.
+        model: String,
+        /// The replica that answered.
+        address: String,
+        /// The protocol's status (a gRPC code).
+        code: String,
+        /// What the server said.
+        message: String,
+    },
+
+    /// No replica of a model could take the request (from the client).
+    #[error("no live replica of model '{model}': {reason}")]
+    NoReplica {
+        /// The model id asked for.
+        model: String,
+        /// What was tried and why it failed.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -19,6 +19,8 @@
 mod batcher;
 #[cfg(feature = "candle")]
 mod candle;
+#[cfg(feature = "client")]
+pub mod client;
 mod echo;
 mod error;
 #[cfg(feature = "grpc")]

@@ -1,0 +1,359 @@
+//! A client that needs only a model id (feature `client`).
+//!
+//! [`Client::infer`] asks a [`ReplicaSource`] (the registry's endpoint directory) where
+//! `name`, `name/7` or `name@production` is served, and sends the request over the Open
+//! Inference Protocol's gRPC to one replica:
+//!
+//! - **balancing**: power of two choices on outstanding requests: two live replicas drawn
+//!   at random, the less busy one gets the request;
+//! - **retry**: inference is idempotent, so a request that fails for a reason another
+//!   replica may not have (unreachable, shutting down, overloaded, model gone) is sent
+//!   once more to a different replica; a request at fault (bad input) is not;
+//! - **ejection**: a replica that failed that way is left out for
+//!   [`ClientConfig::eject_for`];
+//! - **no live replica** is its own error, [`Error::NoReplica`], saying what was tried.
+//!
+//! Replica lists are cached per model id for [`ClientConfig::refresh`], and refreshed at
+//! once when every cached replica is out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mlops_core::{DataType, Replica, ReplicaSource, Tensor};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::grpc::proto::ModelInferRequest;
+use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::grpc::proto::model_infer_request::InferInputTensor;
+
+/// How a [`Client`] behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long a model id's replica list is reused before asking the source again.
+    pub refresh: Duration,
+    /// How long a failing replica is left out.
+    pub eject_for: Duration,
+    /// The deadline of one attempt.
+    pub timeout: Duration,
+    /// How long connecting to a replica may take.
+    pub connect_timeout: Duration,
+    /// Attempts per request, each on a different replica (2: one retry).
+    pub attempts: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            refresh: Duration::from_secs(5),
+            eject_for: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            attempts: 2,
+        }
+    }
+}
+
+/// One replica, with its connection and load.
+#[derive(Debug)]
+struct Target {
+    replica: Replica,
+    grpc: GrpcInferenceServiceClient<Channel>,
+    outstanding: AtomicUsize,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Target {
+    fn is_out(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| now < until)
+    }
+
+    fn eject(&self, for_: Duration) {
+        *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + for_);
+    }
+}
+
+/// A replica's identity: address, model name, version.
+type TargetKey = (String, String, Option<u64>);
+
+struct Cached {
+    at: Instant,
+    targets: Vec<Arc<Target>>,
+}
+
+/// Infers by model id across the replicas a [`ReplicaSource`] lists. Cheap to share
+/// (`Arc`); safe to call concurrently.
+pub struct Client {
+    source: Arc<dyn ReplicaSource>,
+    config: ClientConfig,
+    cache: Mutex<HashMap<String, Cached>>,
+    // One connection per address, shared by every model id served there.
+    targets: Mutex<HashMap<TargetKey, Arc<Target>>>,
+    seed: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client over `source` (a `mlops_registry::Registry`, say).
+    pub fn new(source: Arc<dyn ReplicaSource>, config: ClientConfig) -> Self {
+        Client {
+            source,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
+            seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// Runs `inputs` on a replica of `model_id` and returns its outputs.
+    pub async fn infer(&self, model_id: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut listed = 0;
+        for attempt in 0..self.config.attempts.max(1) {
+            let targets = self.targets_for(model_id, attempt > 0).await?;
+            listed = targets.len();
+            let now = Instant::now();
+            let live: Vec<&Arc<Target>> = targets
+                .iter()
+                .filter(|t| !t.is_out(now) && !tried.contains(&t.replica.address))
+                .collect();
+            let Some(target) = self.pick(&live) else {
+                break;
+            };
+            tried.push(target.replica.address.clone());
+            target.outstanding.fetch_add(1, Ordering::Relaxed);
+            let answer = self.call(target, model_id, &inputs).await;
+            target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            match answer {
+                Ok(outputs) => return Ok(outputs),
+                Err((error, retry)) => {
+                    if !retry {
+                        return Err(error);
+                    }
+                    target.eject(self.config.eject_for);
+                    failures.push(error.to_string());
+                }
+            }
+        }
+        let reason = if !failures.is_empty() {
+            failures.join("; ")
+        } else if listed == 0 {
+            "the directory lists no gRPC replica".to_owned()
+        } else {
+            format!(
+                "all {listed} listed replicas failed within the last {:?}",
+                self.config.eject_for
+            )
+        };
+        Err(Error::NoReplica {
+            model: model_id.to_owned(),
+            reason,
+        })
+    }
+
+    /// Power of two choices: two distinct live replicas at random, the less busy wins.
+    fn pick<'a>(&self, live: &[&'a Arc<Target>]) -> Option<&'a Arc<Target>> {
+        match live.len() {
+            0 => None,
+            1 => Some(live[0]),
+            n => {
+                let r = self.next_random();
+                let a = (r % n as u64) as usize;
+                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                let (x, y) = (live[a], live[b]);
+                Some(
+                    if y.outstanding.load(Ordering::Relaxed) < x.outstanding.load(Ordering::Relaxed)
+                    {
+                        y
+                    } else {
+                        x
+                    },
+                )
+            }
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64*: enough to spread load, and no dependency.
+        let mut x = self
+            .seed
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// The model id's replicas speaking gRPC, from the cache unless it is stale, empty,
+    /// or `refresh` asks for a fresh list and every cached one is out.
+    async fn targets_for(&self, model_id: &str, refresh: bool) -> Result<Vec<Arc<Target>>> {
+        let now = Instant::now();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.get(model_id) {
+                let fresh = now.duration_since(c.at) < self.config.refresh;
+                let usable = c.targets.iter().any(|t| !t.is_out(now));
+                if fresh && !c.targets.is_empty() && (!refresh || usable) {
+                    return Ok(c.targets.clone());
+                }
+            }
+        }
+        let replicas = self
+            .source
+            .replicas(model_id)
+            .await
+            .map_err(|e| Error::NoReplica {
+                model: model_id.to_owned(),
+                reason: format!("cannot list replicas: {e}"),
+            })?;
+        let mut targets = Vec::new();
+        for r in replicas.into_iter().filter(|r| r.protocol == "oip_grpc") {
+            targets.push(self.target(r)?);
+        }
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            model_id.to_owned(),
+            Cached {
+                at: now,
+                targets: targets.clone(),
+            },
+        );
+        Ok(targets)
+    }
+
+    fn target(&self, replica: Replica) -> Result<Arc<Target>> {
+        let key = (
+            replica.address.clone(),
+            replica.model.clone(),
+            replica.version,
+        );
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = targets.get(&key) {
+            return Ok(t.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", replica.address))
+            .map_err(|e| Error::NoReplica {
+                model: replica.model.clone(),
+                reason: format!("bad address '{}': {e}", replica.address),
+            })?
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.timeout);
+        let grpc = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(crate::grpc::DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::grpc::DEFAULT_MAX_MESSAGE_BYTES);
+        let t = Arc::new(Target {
+            replica,
+            grpc,
+            outstanding: AtomicUsize::new(0),
+            ejected_until: Mutex::new(None),
+        });
+        targets.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// One attempt; on failure, the error and whether another replica may succeed.
+    async fn call(
+        &self,
+        target: &Target,
+        model_id: &str,
+        inputs: &[Tensor],
+    ) -> std::result::Result<Vec<Tensor>, (Error, bool)> {
+        let request = ModelInferRequest {
+            model_name: target.replica.model.clone(),
+            model_version: target
+                .replica
+                .version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            inputs: inputs
+                .iter()
+                .map(|t| InferInputTensor {
+                    name: t.name().to_owned(),
+                    datatype: t.dtype().to_string(),
+                    shape: t
+                        .shape()
+                        .iter()
+                        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            raw_input_contents: inputs.iter().map(|t| t.data().clone()).collect(),
+            ..Default::default()
+        };
+        let mut grpc = target.grpc.clone();
+        let response = match grpc.model_infer(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let retry = matches!(
+                    status.code(),
+                    Code::Unavailable
+                        | Code::Unknown
+                        | Code::Cancelled
+                        | Code::ResourceExhausted
+                        | Code::NotFound
+                        | Code::Internal
+                        | Code::DeadlineExceeded
+                );
+                let error = Error::Remote {
+                    model: model_id.to_owned(),
+                    address: target.replica.address.clone(),
+                    code: format!("{:?}", status.code()),
+                    message: status.message().to_owned(),
+                };
+                return Err((error, retry));
+            }
+        };
+        let malformed = |why: String| {
+            (
+                Error::Remote {
+                    model: model_id.to_owned(),
+                    address: target.replica.address.clone(),
+                    code: "MalformedResponse".into(),
+                    message: why,
+                },
+                false,
+            )
+        };
+        if response.raw_output_contents.len() != response.outputs.len() {
+            return Err(malformed(format!(
+                "{} outputs but {} raw_output_contents",
+                response.outputs.len(),
+                response.raw_output_contents.len()
+            )));
+        }
+        response
+            .outputs
+            .into_iter()
+            .zip(response.raw_output_contents)
+            .map(|(o, data)| {
+                let dtype: DataType = o
+                    .datatype
+                    .parse()
+                    .map_err(|_| malformed(format!("unknown datatype '{}'", o.datatype)))?;
+                let shape = o
+                    .shape
+                    .iter()
+                    .map(|&d| usize::try_from(d))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        malformed(format!("output '{}' has a negative dimension", o.name))
+                    })?;
+                Tensor::new(o.name, dtype, shape, data).map_err(|e| malformed(e.to_string()))
+            })
+            .collect()
+    }
+}
