@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use mlops::core::ModelFormat;
 use mlops::registry::{Endpoint, Protocol, Registry};
-use mlops::runtime::http::{HttpConfig, metrics_router, router};
+use mlops::runtime::http::{HttpConfig, metrics_router, router, serve};
 use mlops::runtime::{BatcherConfig, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -157,25 +157,18 @@ async fn run() -> Result<(), BoxError> {
             args.spec.clone(),
         ),
     );
-    let http_task = tokio::spawn(
-        axum::serve(http, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
-    let metrics_task = tokio::spawn(
-        axum::serve(metrics, metrics_router(server.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let http_task = tokio::spawn(serve(http, app, stopped(stop_rx.clone())));
+    let metrics_task = tokio::spawn(serve(
+        metrics,
+        metrics_router(server.clone()),
+        stopped(stop_rx.clone()),
+    ));
     let grpc_service =
         mlops::runtime::grpc::service(server.clone(), args.repository.clone(), args.spec.clone());
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc_service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc),
-                stopped(stop_rx),
-            ),
+            .serve_with_incoming_shutdown(mlops::runtime::grpc::incoming(grpc), stopped(stop_rx)),
     );
 
     tokio::signal::ctrl_c().await?;

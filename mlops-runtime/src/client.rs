@@ -250,7 +250,8 @@ impl Client {
                 reason: format!("bad address '{}': {e}", replica.address),
             })?
             .connect_timeout(self.config.connect_timeout)
-            .timeout(self.config.timeout);
+            .timeout(self.config.timeout)
+            .tcp_nodelay(true);
         let grpc = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(crate::grpc::DEFAULT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::grpc::DEFAULT_MAX_MESSAGE_BYTES);

@@ -45,7 +45,7 @@ fn replica() -> Replica {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming(mlops_runtime::grpc::incoming(listener))
             .await
             .unwrap();
     });

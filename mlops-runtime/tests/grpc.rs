@@ -37,7 +37,7 @@ async fn start() -> SocketAddr {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming(mlops_runtime::grpc::incoming(listener))
             .await
             .unwrap();
     });

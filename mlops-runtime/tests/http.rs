@@ -609,7 +609,11 @@ async fn real_clients_get_the_golden_outputs() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(server, HttpConfig::default());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move {
+        mlops_runtime::http::serve(listener, app, std::future::pending())
+            .await
+            .unwrap()
+    });
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/oip_http.py");
     let out = tokio::process::Command::new(python)

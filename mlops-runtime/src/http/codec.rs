@@ -16,18 +16,20 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// A decoded inference request.
 #[derive(Debug)]
-pub(crate) struct InferRequest {
-    pub(crate) id: Option<String>,
-    pub(crate) inputs: Vec<Tensor>,
+pub struct InferRequest {
+    /// The request's `id`, echoed in the response.
+    pub id: Option<String>,
+    /// The input tensors.
+    pub inputs: Vec<Tensor>,
     /// Outputs asked for, with whether each goes in the binary part; all when empty.
-    pub(crate) outputs: Vec<(String, bool)>,
+    pub outputs: Vec<(String, bool)>,
     /// `binary_data_output`: every output in the binary part unless it says otherwise.
-    pub(crate) binary_default: bool,
+    pub binary_default: bool,
 }
 
 /// A request the client got wrong: a 400 with this message.
 #[derive(Debug)]
-pub(crate) struct BadRequest(pub(crate) String);
+pub struct BadRequest(pub String);
 
 impl fmt::Display for BadRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,7 +72,7 @@ struct JsonRequestedOutput {
 
 /// Parses a request body: JSON alone, or, when `header_length` is given, a JSON header of
 /// that many bytes followed by the binary tensors its inputs announce.
-pub(crate) fn decode_request(
+pub fn decode_request(
     body: Bytes,
     header_length: Option<&str>,
 ) -> Result<InferRequest, BadRequest> {
@@ -428,14 +430,17 @@ impl Serialize for TensorData<'_> {
 }
 
 /// An encoded response body, and the JSON header's length when a binary part follows.
-pub(crate) struct Encoded {
-    pub(crate) body: Bytes,
-    pub(crate) header_length: Option<usize>,
+#[derive(Debug)]
+pub struct Encoded {
+    /// The whole body.
+    pub body: Bytes,
+    /// The value of `Inference-Header-Content-Length`, when there is a binary part.
+    pub header_length: Option<usize>,
 }
 
 /// Encodes `outputs` (already filtered and ordered) for the client; `binary[i]` says
 /// whether output `i` goes in the binary part.
-pub(crate) fn encode_response(
+pub fn encode_response(
     model: &str,
     version: u64,
     id: Option<&str>,

@@ -20,7 +20,7 @@
 //! fault, 404 for an unknown model, 429 for a full queue, 503 while shutting down, 504 for
 //! a passed deadline, 413 for a body over [`HttpConfig::max_body_bytes`].
 
-mod codec;
+pub mod codec;
 mod metrics;
 
 use std::path::PathBuf;
@@ -135,6 +135,23 @@ pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Serves `app` on `listener` with `TCP_NODELAY` on every connection, until `shutdown`
+/// completes (then lets requests in flight finish).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        // Small responses must not wait for the peer's delayed ACK.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `GET /metrics` alone, for a dedicated metrics port (8002 by convention).
