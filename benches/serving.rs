@@ -103,8 +103,9 @@ enum Protocol {
         Bytes,
         usize,
     ),
+    /// One client per connection; caller `i` uses connection `i % len`.
     Grpc(
-        GrpcInferenceServiceClient<tonic::transport::Channel>,
+        Vec<GrpcInferenceServiceClient<tonic::transport::Channel>>,
         ModelInferRequest,
     ),
 }
@@ -119,7 +120,7 @@ impl Protocol {
         }
     }
 
-    async fn once(&self, model: &str, inputs: &[Tensor]) {
+    async fn once(&self, model: &str, inputs: &[Tensor], caller: usize) {
         match self {
             Protocol::InProcess(server) => {
                 black_box(
@@ -147,8 +148,8 @@ impl Protocol {
                 assert!(resp.status().is_success());
                 black_box(resp.into_body().collect().await.expect("body").to_bytes());
             }
-            Protocol::Grpc(client, request) => {
-                let mut c = client.clone();
+            Protocol::Grpc(clients, request) => {
+                let mut c = clients[caller % clients.len()].clone();
                 black_box(c.model_infer(request.clone()).await.expect("grpc"));
             }
         }
@@ -165,13 +166,13 @@ async fn drive(
 ) -> Vec<Duration> {
     let per = total.div_ceil(concurrency);
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|caller| {
             let (p, model, inputs) = (p.clone(), model.to_owned(), inputs.to_vec());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 for _ in 0..per {
                     let t = Instant::now();
-                    p.once(&model, &inputs).await;
+                    p.once(&model, &inputs, caller).await;
                     lat.push(t.elapsed());
                 }
                 lat
@@ -229,10 +230,20 @@ fn protocols(c: &mut Criterion) {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     let http_client = HttpClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
-    let grpc_client = rt.block_on(async {
-        GrpcInferenceServiceClient::connect(format!("http://{grpc}"))
-            .await
-            .expect("connect")
+    // Like HTTP/1.1's connection pool, gRPC gets several connections (HTTP/2 multiplexes
+    // streams on one, but one connection is served by one task).
+    let grpc_clients: Vec<_> = rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+                .expect("endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect");
+            clients.push(GrpcInferenceServiceClient::new(channel));
+        }
+        clients
     });
     for model in ["mlp", "cnn"] {
         let inputs = one_row(model);
@@ -242,7 +253,7 @@ fn protocols(c: &mut Criterion) {
             Protocol::InProcess(server.clone()),
             Protocol::HttpJson(http_client.clone(), url.clone(), json_body(&inputs)),
             Protocol::HttpBinary(http_client.clone(), url.clone(), bin, n),
-            Protocol::Grpc(grpc_client.clone(), grpc_request(model, &inputs)),
+            Protocol::Grpc(grpc_clients.clone(), grpc_request(model, &inputs)),
         ];
         for p in &variants {
             let mut group = c.benchmark_group(format!("{DEVICE}/serving/{model}/{}", p.name()));
