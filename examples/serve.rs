@@ -11,6 +11,8 @@
 //! - `--registry DIR --model NAME@ALIAS` (repeatable `--model`): serve registered versions,
 //!   downloaded and verified, and announce them in the registry's endpoint directory;
 //! - `--http ADDR`, `--grpc ADDR`, `--metrics ADDR`: where to listen;
+//! - `--advertise HOST`: the host clients reach this server at, announced in the
+//!   registry (default: the listening address's host);
 //! - `--instances N`, `--max-batch N`, `--queue-delay-us N`, `--queue N`: batching.
 //!
 //! Ctrl-C stops taking connections, lets requests in flight finish, and exits.
@@ -38,6 +40,7 @@ struct Args {
     http: SocketAddr,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    advertise: Option<String>,
     spec: ModelSpec,
 }
 
@@ -49,6 +52,7 @@ fn parse() -> Result<Args, BoxError> {
         http: "127.0.0.1:8000".parse()?,
         grpc: "127.0.0.1:8001".parse()?,
         metrics: "127.0.0.1:8002".parse()?,
+        advertise: None,
         spec: ModelSpec::default(),
     };
     let mut batcher = BatcherConfig::default();
@@ -61,6 +65,7 @@ fn parse() -> Result<Args, BoxError> {
             "--http" => args.http = value()?.parse()?,
             "--grpc" => args.grpc = value()?.parse()?,
             "--metrics" => args.metrics = value()?.parse()?,
+            "--advertise" => args.advertise = Some(value()?),
             "--instances" => args.spec = args.spec.with_instances(value()?.parse()?),
             "--max-batch" => batcher = batcher.with_max_batch_size(value()?.parse()?),
             "--queue" => batcher = batcher.with_max_queue_size(value()?.parse()?),
@@ -127,9 +132,13 @@ async fn run() -> Result<(), BoxError> {
             let s = server.clone();
             tokio::task::spawn_blocking(move || s.load_path(&got.entry, spec)).await??;
             println!("serving {reference} as {name}/{version}");
+            let host = args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| args.http.ip().to_string());
             for (address, protocol) in [
-                (args.http.to_string(), Protocol::OipHttp),
-                (args.grpc.to_string(), Protocol::OipGrpc),
+                (format!("{host}:{}", args.http.port()), Protocol::OipHttp),
+                (format!("{host}:{}", args.grpc.port()), Protocol::OipGrpc),
             ] {
                 let endpoint = Endpoint::new(&name, Some(version), address, protocol);
                 heartbeats.push(registry.announce(endpoint, Duration::from_secs(15)).await?);
@@ -148,14 +157,15 @@ async fn run() -> Result<(), BoxError> {
         "HTTP on {}, gRPC on {}, metrics on {}/metrics; Ctrl-C stops",
         args.http, args.grpc, args.metrics
     );
+    // The repository extension loads from the model directory; in registry mode from the
+    // scratch directory the versions were downloaded to.
+    let repository = args
+        .repository
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     let app = router(
         server.clone(),
-        HttpConfig::default().with_repository(
-            args.repository
-                .clone()
-                .unwrap_or_else(|| scratch.path().to_path_buf()),
-            args.spec.clone(),
-        ),
+        HttpConfig::default().with_repository(repository.clone(), args.spec.clone()),
     );
     let http_task = tokio::spawn(serve(http, app, stopped(stop_rx.clone())));
     let metrics_task = tokio::spawn(serve(
@@ -164,7 +174,7 @@ async fn run() -> Result<(), BoxError> {
         stopped(stop_rx.clone()),
     ));
     let grpc_service =
-        mlops::runtime::grpc::service(server.clone(), args.repository.clone(), args.spec.clone());
+        mlops::runtime::grpc::service(server.clone(), Some(repository), args.spec.clone());
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc_service)
@@ -173,6 +183,8 @@ async fn run() -> Result<(), BoxError> {
 
     tokio::signal::ctrl_c().await?;
     println!("stopping: finishing requests in flight");
+    // Not ready any more (load balancers stop sending), still serving what arrives.
+    server.begin_shutdown();
     for heartbeat in heartbeats {
         heartbeat.stop().await;
     }

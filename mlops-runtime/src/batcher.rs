@@ -361,6 +361,14 @@ impl Batcher {
                 });
             }
             if queue.items.len() >= shared.config.max_queue_size {
+                // Requests whose callers gave up still hold slots until an instance reaches
+                // them: drop those before refusing a live one.
+                queue
+                    .items
+                    .retain(|p| p.state.load(Ordering::Acquire) != CANCELLED);
+                shared.queued.store(queue.items.len(), Ordering::Release);
+            }
+            if queue.items.len() >= shared.config.max_queue_size {
                 drop(queue);
                 shared.stats.refused();
                 return Err(Error::Overloaded {

@@ -77,6 +77,44 @@ impl Target {
     fn eject(&self, for_: Duration) {
         *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + for_);
     }
+
+    /// Until when it is left out; `None` (never ejected) sorts first.
+    fn ejected_at(&self) -> Option<Instant> {
+        *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts one request in flight on a replica until dropped.
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl<'a> Outstanding<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Outstanding(counter)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a failed attempt says about its replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The request itself is at fault (bad input, a model that fails on it): no other
+    /// replica would do better.
+    Permanent,
+    /// The replica is overloaded: another may take it; this one stays in.
+    Busy,
+    /// The replica is unreachable, stopping, or no longer serves the model.
+    Down,
+}
+
+struct Attempt {
+    error: Error,
+    kind: Failure,
 }
 
 /// A replica's identity: address, model name, version.
@@ -114,7 +152,12 @@ impl Client {
             config,
             cache: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
-            seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            // Different per client, so that a fleet of clients does not draw alike.
+            seed: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+            ),
         }
     }
 
@@ -127,24 +170,38 @@ impl Client {
             let targets = self.targets_for(model_id, attempt > 0).await?;
             listed = targets.len();
             let now = Instant::now();
-            let live: Vec<&Arc<Target>> = targets
+            let untried: Vec<&Arc<Target>> = targets
                 .iter()
-                .filter(|t| !t.is_out(now) && !tried.contains(&t.replica.address))
+                .filter(|t| !tried.contains(&t.replica.address))
                 .collect();
-            let Some(target) = self.pick(&live) else {
-                break;
+            let live: Vec<&Arc<Target>> =
+                untried.iter().copied().filter(|t| !t.is_out(now)).collect();
+            // Every replica left out: rather than refuse for the whole ejection time, try the
+            // one that has been out longest (it may be back).
+            let target = match self.pick(&live) {
+                Some(t) => t,
+                None => match untried.iter().min_by_key(|t| t.ejected_at()) {
+                    Some(t) => *t,
+                    None => break,
+                },
             };
             tried.push(target.replica.address.clone());
-            target.outstanding.fetch_add(1, Ordering::Relaxed);
-            let answer = self.call(target, model_id, &inputs).await;
-            target.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let answer = {
+                // Counted down however the attempt ends, a dropped caller included.
+                let _outstanding = Outstanding::new(&target.outstanding);
+                self.call(target, model_id, &inputs).await
+            };
             match answer {
                 Ok(outputs) => return Ok(outputs),
-                Err((error, retry)) => {
-                    if !retry {
-                        return Err(error);
+                Err(failure) => {
+                    let error = failure.error;
+                    match failure.kind {
+                        Failure::Permanent => return Err(error),
+                        // The replica is fine, only busy: try another, keep this one.
+                        Failure::Busy => {}
+                        // The replica is gone or broken: leave it out for a while.
+                        Failure::Down => target.eject(self.config.eject_for),
                     }
-                    target.eject(self.config.eject_for);
                     failures.push(error.to_string());
                 }
             }
@@ -212,14 +269,20 @@ impl Client {
                 }
             }
         }
-        let replicas = self
-            .source
-            .replicas(model_id)
-            .await
-            .map_err(|e| Error::NoReplica {
-                model: model_id.to_owned(),
-                reason: format!("cannot list replicas: {e}"),
-            })?;
+        let replicas = match self.source.replicas(model_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The directory is unreachable: a stale list beats none.
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = cache.get(model_id).filter(|c| !c.targets.is_empty()) {
+                    return Ok(c.targets.clone());
+                }
+                return Err(Error::NoReplica {
+                    model: model_id.to_owned(),
+                    reason: format!("cannot list replicas: {e}"),
+                });
+            }
+        };
         let mut targets = Vec::new();
         for r in replicas.into_iter().filter(|r| r.protocol == "oip_grpc") {
             targets.push(self.target(r)?);
@@ -265,13 +328,13 @@ impl Client {
         Ok(t)
     }
 
-    /// One attempt; on failure, the error and whether another replica may succeed.
+    /// One attempt; on failure, the error and what it says about the replica.
     async fn call(
         &self,
         target: &Target,
         model_id: &str,
         inputs: &[Tensor],
-    ) -> std::result::Result<Vec<Tensor>, (Error, bool)> {
+    ) -> std::result::Result<Vec<Tensor>, Attempt> {
         let request = ModelInferRequest {
             model_name: target.replica.model.clone(),
             model_version: target
@@ -299,35 +362,32 @@ impl Client {
         let response = match grpc.model_infer(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                let retry = matches!(
-                    status.code(),
-                    Code::Unavailable
-                        | Code::Unknown
-                        | Code::Cancelled
-                        | Code::ResourceExhausted
-                        | Code::NotFound
-                        | Code::Internal
-                        | Code::DeadlineExceeded
-                );
+                let kind = match status.code() {
+                    Code::ResourceExhausted => Failure::Busy,
+                    // Transport failures surface as Unavailable or Unknown; NotFound means
+                    // the directory's entry is stale.
+                    Code::Unavailable | Code::Unknown | Code::Cancelled | Code::NotFound => {
+                        Failure::Down
+                    }
+                    _ => Failure::Permanent,
+                };
                 let error = Error::Remote {
                     model: model_id.to_owned(),
                     address: target.replica.address.clone(),
                     code: format!("{:?}", status.code()),
                     message: status.message().to_owned(),
                 };
-                return Err((error, retry));
+                return Err(Attempt { error, kind });
             }
         };
-        let malformed = |why: String| {
-            (
-                Error::Remote {
-                    model: model_id.to_owned(),
-                    address: target.replica.address.clone(),
-                    code: "MalformedResponse".into(),
-                    message: why,
-                },
-                false,
-            )
+        let malformed = |why: String| Attempt {
+            error: Error::Remote {
+                model: model_id.to_owned(),
+                address: target.replica.address.clone(),
+                code: "MalformedResponse".into(),
+                message: why,
+            },
+            kind: Failure::Permanent,
         };
         if response.raw_output_contents.len() != response.outputs.len() {
             return Err(malformed(format!(

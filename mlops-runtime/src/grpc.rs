@@ -403,29 +403,13 @@ impl GrpcInferenceService for GrpcFrontEnd {
                 "this server has no model repository to load from",
             ));
         };
-        mlops_core::validate_model_name(&model)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let path = std::fs::read_dir(&dir)
-            .ok()
-            .and_then(|entries| {
-                let mut found: Vec<PathBuf> = entries
-                    .flatten()
-                    .filter(|e| {
-                        let f = e.file_name().to_string_lossy().into_owned();
-                        f == model || f.split('.').next() == Some(model.as_str())
-                    })
-                    .map(|e| e.path())
-                    .collect();
-                found.sort();
-                found.into_iter().next()
-            })
-            .ok_or_else(|| Status::not_found(format!("no model '{model}' in the repository")))?;
         let server = self.server.clone();
-        let spec = self.load_spec.clone().with_name(model);
-        tokio::task::spawn_blocking(move || server.load_path(&path, spec))
+        let spec = self.load_spec.clone();
+        // Loading reads and hashes files and builds sessions: off the executor.
+        tokio::task::spawn_blocking(move || server.load_from_repository(&dir, &model, &spec))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| status_of(&e))?;
         Ok(Response::new(proto::RepositoryModelLoadResponse {}))
     }
 

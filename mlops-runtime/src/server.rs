@@ -188,17 +188,7 @@ impl ModelServer {
                 continue;
             }
             let path = entry.path();
-            let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&path)
-                .map(|children| {
-                    children
-                        .filter_map(|c| {
-                            let c = c.ok()?;
-                            Some((c.file_name().to_str()?.parse::<u64>().ok()?, c.path()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            versions.sort();
+            let mut versions = versions_in(&path);
             if versions.is_empty() {
                 versions.push((spec.version, path));
             }
@@ -214,6 +204,59 @@ impl ModelServer {
             }
         }
         Ok(report)
+    }
+
+    /// Loads the model `name` from a repository directory, as the repository extension's
+    /// load does: `<dir>/<name>` (a model directory, or Triton's `<name>/<version>/`
+    /// layout), else the files `<dir>/<name>.*` in name order until one loads. Reads and
+    /// hashes files: call from a blocking thread in async code.
+    pub fn load_from_repository(
+        &self,
+        dir: &Path,
+        name: &str,
+        spec: &ModelSpec,
+    ) -> Result<Vec<(String, u64)>> {
+        mlops_core::validate_model_name(name)?;
+        let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| {
+                Error::InvalidInput(mlops_core::Error::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })?
+            .flatten()
+            .filter(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                f == name || f.split('.').next() == Some(name)
+            })
+            .map(|e| e.path())
+            .collect();
+        // The directory of that name first, then files by name.
+        candidates.sort_by_key(|p| (!p.is_dir(), p.clone()));
+        let mut last = None;
+        for path in candidates {
+            let versioned = versions_in(&path);
+            let attempts: Vec<(u64, PathBuf)> = if versioned.is_empty() {
+                vec![(spec.version, path)]
+            } else {
+                versioned
+            };
+            let mut loaded = Vec::new();
+            for (version, p) in attempts {
+                let s = spec.clone().with_name(name).with_version(version);
+                match self.load_path(&p, s) {
+                    Ok(id) => loaded.push(id),
+                    Err(e) => last = Some(e),
+                }
+            }
+            if !loaded.is_empty() {
+                return Ok(loaded);
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::ModelNotFound {
+            name: name.to_owned(),
+            version: None,
+        }))
     }
 
     /// Stops serving a version (or every version), letting queued requests finish.
@@ -237,6 +280,10 @@ impl ModelServer {
                 if versions.is_empty() {
                     models.remove(name);
                 }
+                self.platforms
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(name.to_owned(), v));
             }
             None => {
                 for removed in models
@@ -323,7 +370,15 @@ impl ModelServer {
             .cloned()
     }
 
-    /// Whether the server takes requests: true until [`shutdown`](Self::shutdown).
+    /// Marks the server not ready (readiness probes fail, so load balancers stop sending)
+    /// while it keeps serving what reaches it: the first step of a graceful stop.
+    pub fn begin_shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the server takes requests: true until [`begin_shutdown`](Self::begin_shutdown)
+    /// or [`shutdown`](Self::shutdown).
     pub fn is_ready(&self) -> bool {
         !self.stopped.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -382,4 +437,20 @@ fn platform_of(format: ModelFormat, runtime: &str) -> String {
         ModelFormat::TorchScript => "pytorch_libtorch".to_owned(),
         other => format!("{runtime}_{other}"),
     }
+}
+
+/// Triton's `<name>/<version>/` folders under `path`, by version; empty if none.
+fn versions_in(path: &Path) -> Vec<(u64, PathBuf)> {
+    let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(path)
+        .map(|children| {
+            children
+                .filter_map(|c| {
+                    let c = c.ok()?;
+                    Some((c.file_name().to_str()?.parse::<u64>().ok()?, c.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
 }

@@ -420,6 +420,29 @@ async fn bad_requests_get_a_clear_400_and_never_a_panic() {
     )
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!r.error().is_empty(), "axum's own errors are JSON too");
+    // Unknown routes and methods, and model control without a repository.
+    let r = call(&app, "GET", "/v2/nothing/here", &[], "").await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (StatusCode::NOT_FOUND, "Not Found")
+    );
+    let r = call(&app, "DELETE", "/v2/models/mlp", &[], "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(!r.error().is_empty());
+    let r = call(&app, "POST", "/v2/repository/models/mlp/unload", &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.error().contains("model control is disabled"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(
+        call(&app, "GET", "/v2/models/mlp/ready", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,6 +509,13 @@ async fn the_repository_extension_loads_and_unloads() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(testdata("mlp.onnx"), dir.path().join("mlp.onnx")).unwrap();
     std::fs::copy(testdata("cnn.onnx"), dir.path().join("cnn.onnx")).unwrap();
+    // Files that are not models: never listed, and never chosen over the model.
+    std::fs::copy(
+        testdata("cnn.golden.json"),
+        dir.path().join("cnn.golden.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README.md"), "models").unwrap();
     let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
     let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
     let app = router(

@@ -9,6 +9,7 @@ use mlops_core::{DataType, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The header that splits a binary request or response into its JSON and binary parts.
@@ -42,25 +43,28 @@ fn bad(msg: impl Into<String>) -> BadRequest {
 }
 
 #[derive(Deserialize)]
-struct JsonRequest {
+struct JsonRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<JsonInput>,
+    #[serde(borrow)]
+    inputs: Vec<JsonInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<JsonRequestedOutput>>,
 }
 
 #[derive(Deserialize)]
-struct JsonInput {
+struct JsonInput<'a> {
     name: String,
     shape: Vec<u64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Flat>,
+    // Kept as text until the datatype is known, then parsed straight into a typed vector:
+    // no per-element enum, so memory stays near the body's size.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +134,7 @@ pub fn decode_request(
                 Tensor::new(input.name.clone(), dtype, shape, data)
                     .map_err(|e| bad(e.to_string()))?
             }
-            (None, Some(flat)) => flat.into_tensor(input.name.clone(), dtype, shape)?,
+            (None, Some(raw)) => typed_tensor(raw, input.name.clone(), dtype, shape)?,
             (Some(_), Some(_)) => {
                 return Err(bad(format!(
                     "input '{}' has both data and binary_data_size",
@@ -190,167 +194,224 @@ fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<b
     }
 }
 
-/// One JSON element of a tensor's `data`.
-#[derive(Debug, Clone, PartialEq)]
-enum Scalar {
-    I(i64),
-    U(u64),
-    F(f64),
-    B(bool),
-    S(String),
-}
-
-/// A tensor's `data`, flattened from however deeply the client nested it.
-#[derive(Debug, Default)]
-struct Flat(Vec<Scalar>);
-
-impl<'de> Deserialize<'de> for Flat {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut out = Vec::new();
-        d.deserialize_any(FlatVisitor(&mut out))?;
-        Ok(Flat(out))
+/// Which JSON values an element class accepts, and how they are stored while parsing.
+trait Elem: Sized {
+    const WHAT: &'static str;
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        None
     }
 }
 
-struct FlatVisitor<'a>(&'a mut Vec<Scalar>);
+impl Elem for f64 {
+    const WHAT: &'static str = "number";
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v as f64)
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        Some(v as f64)
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
+    }
+}
 
-impl<'de> Visitor<'de> for FlatVisitor<'_> {
+impl Elem for i64 {
+    const WHAT: &'static str = "integer";
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        i64::try_from(v).ok()
+    }
+}
+
+impl Elem for u64 {
+    const WHAT: &'static str = "non-negative integer";
+    fn from_i64(v: i64) -> Option<Self> {
+        u64::try_from(v).ok()
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl Elem for bool {
+    const WHAT: &'static str = "boolean";
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        match v {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        Self::from_i64(i64::try_from(v).ok()?)
+    }
+}
+
+impl Elem for String {
+    const WHAT: &'static str = "string";
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+}
+
+/// Parses a `data` array, however deeply nested, into one flat vector of `T`.
+fn flat<T: Elem>(raw: &RawValue, name: &str, dtype: DataType) -> Result<Vec<T>, BadRequest> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let seed = FlatSeed { out: &mut out };
+    match seed.deserialize(&mut de) {
+        Ok(()) => Ok(out),
+        Err(e) => Err(bad(format!(
+            "input '{name}': {e} (a valid {dtype} {} expected)",
+            T::WHAT
+        ))),
+    }
+}
+
+struct FlatSeed<'a, T> {
+    out: &'a mut Vec<T>,
+}
+
+impl<'de, T: Elem> DeserializeSeed<'de> for FlatSeed<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(FlatVisitor(self.out))
+    }
+}
+
+struct FlatVisitor<'a, T>(&'a mut Vec<T>);
+
+impl<T: Elem> FlatVisitor<'_, T> {
+    fn push<E: de::Error>(self, v: Option<T>, shown: &dyn fmt::Display) -> Result<(), E> {
+        match v {
+            Some(v) => {
+                self.0.push(v);
+                Ok(())
+            }
+            None => Err(E::custom(format!(
+                "element {} ({shown}) is out of range or of the wrong type",
+                self.0.len()
+            ))),
+        }
+    }
+}
+
+impl<'de, T: Elem> Visitor<'de> for FlatVisitor<'_, T> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of numbers, booleans or strings")
+        write!(f, "an array of {} values", T::WHAT)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.push(Scalar::I(v));
-        Ok(())
+        self.push(T::from_i64(v), &v)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.push(Scalar::U(v));
-        Ok(())
+        self.push(T::from_u64(v), &v)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push(Scalar::F(v));
-        Ok(())
+        self.push(T::from_f64(v), &v)
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.push(Scalar::B(v));
-        Ok(())
+        self.push(T::from_bool(v), &v)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.push(Scalar::S(v.to_owned()));
-        Ok(())
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.0.push(Scalar::S(v));
-        Ok(())
+        self.push(T::from_str(v), &format_args!("{v:?}"))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if let Some(n) = seq.size_hint() {
-            self.0.reserve(n);
-        }
-        while seq.next_element_seed(FlatSeed(&mut *self.0))?.is_some() {}
+        while seq
+            .next_element_seed(FlatSeed { out: &mut *self.0 })?
+            .is_some()
+        {}
         Ok(())
     }
 }
 
-struct FlatSeed<'a>(&'a mut Vec<Scalar>);
-
-impl<'de> DeserializeSeed<'de> for FlatSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(FlatVisitor(self.0))
+/// A tensor of `dtype` and `shape` from its JSON `data`.
+fn typed_tensor(
+    raw: &RawValue,
+    name: String,
+    dtype: DataType,
+    shape: Vec<usize>,
+) -> Result<Tensor, BadRequest> {
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("input '{name}': shape {shape:?} is too large")))?;
+    let check = |n: usize| {
+        if n == count {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "input '{name}': shape {shape:?} holds {count} elements but data has {n}"
+            )))
+        }
+    };
+    let range = |what: &str| bad(format!("input '{name}': a value is not a valid {what}"));
+    macro_rules! narrow {
+        ($src:ty, $t:ty, $what:expr) => {{
+            let v = flat::<$src>(raw, &name, dtype)?;
+            check(v.len())?;
+            let v = v
+                .into_iter()
+                .map(<$t>::try_from)
+                .collect::<Result<Vec<$t>, _>>()
+                .map_err(|_| range($what))?;
+            Tensor::from_vec(name.clone(), shape.clone(), v)
+        }};
     }
-}
-
-impl Flat {
-    fn into_tensor(
-        self,
-        name: String,
-        dtype: DataType,
-        shape: Vec<usize>,
-    ) -> Result<Tensor, BadRequest> {
-        let count = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("input '{name}': shape {shape:?} is too large")))?;
-        if self.0.len() != count {
-            return Err(bad(format!(
-                "input '{name}': shape {shape:?} holds {count} elements but data has {}",
-                self.0.len()
-            )));
-        }
-        let wrong = |at: usize, v: &Scalar| {
-            bad(format!(
-                "input '{name}': element {at} ({v:?}) is not a valid {dtype}"
-            ))
-        };
-        macro_rules! ints {
-            ($t:ty) => {{
-                let mut out: Vec<$t> = Vec::with_capacity(count);
-                for (at, v) in self.0.iter().enumerate() {
-                    let x = match v {
-                        Scalar::I(i) => <$t>::try_from(*i).ok(),
-                        Scalar::U(u) => <$t>::try_from(*u).ok(),
-                        _ => None,
-                    };
-                    out.push(x.ok_or_else(|| wrong(at, v))?);
-                }
-                Tensor::from_vec(name.clone(), shape.clone(), out)
-            }};
-        }
-        macro_rules! floats {
-            ($t:ty, $conv:expr) => {{
-                let mut out: Vec<$t> = Vec::with_capacity(count);
-                for (at, v) in self.0.iter().enumerate() {
-                    let x = match v {
-                        Scalar::F(f) => *f,
-                        Scalar::I(i) => *i as f64,
-                        Scalar::U(u) => *u as f64,
-                        _ => return Err(wrong(at, v)),
-                    };
-                    out.push($conv(x));
-                }
-                Tensor::from_vec(name.clone(), shape.clone(), out)
-            }};
-        }
-        let tensor = match dtype {
-            DataType::Bool => {
-                let mut out = Vec::with_capacity(count);
-                for (at, v) in self.0.iter().enumerate() {
-                    out.push(match v {
-                        Scalar::B(b) => *b,
-                        Scalar::I(0) | Scalar::U(0) => false,
-                        Scalar::I(1) | Scalar::U(1) => true,
-                        _ => return Err(wrong(at, v)),
-                    });
-                }
-                Tensor::from_bools(name.clone(), shape.clone(), &out)
-            }
-            DataType::Uint8 => ints!(u8),
-            DataType::Uint16 => ints!(u16),
-            DataType::Uint32 => ints!(u32),
-            DataType::Uint64 => ints!(u64),
-            DataType::Int8 => ints!(i8),
-            DataType::Int16 => ints!(i16),
-            DataType::Int32 => ints!(i32),
-            DataType::Int64 => ints!(i64),
-            DataType::Fp16 => floats!(half::f16, half::f16::from_f64),
-            DataType::Bf16 => floats!(half::bf16, half::bf16::from_f64),
-            DataType::Fp32 => floats!(f32, |x: f64| x as f32),
-            DataType::Fp64 => floats!(f64, |x: f64| x),
-            DataType::Bytes => {
-                let mut out = Vec::with_capacity(count);
-                for (at, v) in self.0.iter().enumerate() {
-                    match v {
-                        Scalar::S(s) => out.push(s.as_bytes()),
-                        _ => return Err(wrong(at, v)),
-                    }
-                }
-                Tensor::from_byte_strings(name.clone(), shape.clone(), &out)
-            }
-        };
-        tensor.map_err(|e| bad(e.to_string()))
+    macro_rules! float {
+        ($t:ty, $conv:expr) => {{
+            let v = flat::<f64>(raw, &name, dtype)?;
+            check(v.len())?;
+            Tensor::from_vec(
+                name.clone(),
+                shape.clone(),
+                v.into_iter().map($conv).collect::<Vec<$t>>(),
+            )
+        }};
     }
+    let tensor = match dtype {
+        DataType::Bool => {
+            let v = flat::<bool>(raw, &name, dtype)?;
+            check(v.len())?;
+            Tensor::from_bools(name.clone(), shape.clone(), &v)
+        }
+        DataType::Int8 => narrow!(i64, i8, "INT8"),
+        DataType::Int16 => narrow!(i64, i16, "INT16"),
+        DataType::Int32 => narrow!(i64, i32, "INT32"),
+        DataType::Int64 => narrow!(i64, i64, "INT64"),
+        DataType::Uint8 => narrow!(u64, u8, "UINT8"),
+        DataType::Uint16 => narrow!(u64, u16, "UINT16"),
+        DataType::Uint32 => narrow!(u64, u32, "UINT32"),
+        DataType::Uint64 => narrow!(u64, u64, "UINT64"),
+        DataType::Fp16 => float!(half::f16, half::f16::from_f64),
+        DataType::Bf16 => float!(half::bf16, half::bf16::from_f64),
+        DataType::Fp32 => float!(f32, |x: f64| x as f32),
+        DataType::Fp64 => float!(f64, |x: f64| x),
+        DataType::Bytes => {
+            let v = flat::<String>(raw, &name, dtype)?;
+            check(v.len())?;
+            Tensor::from_byte_strings(name.clone(), shape.clone(), &v)
+        }
+    };
+    tensor.map_err(|e| bad(e.to_string()))
 }
 
 #[derive(Serialize)]

@@ -7,32 +7,25 @@
 
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::server::ModelServer;
 
 /// Renders the exposition text for one server.
-pub(crate) struct Exporter {
-    recorder: PrometheusRecorder,
-}
-
-impl std::fmt::Debug for Exporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exporter").finish_non_exhaustive()
-    }
-}
+pub(crate) struct Exporter;
 
 impl Exporter {
     pub(crate) fn new() -> Self {
-        // A recorder of our own, not the process-wide one: an application may install its
-        // own global recorder, and several servers may live in one process.
-        Exporter {
-            recorder: PrometheusBuilder::new().build_recorder(),
-        }
+        Exporter
     }
 
     pub(crate) fn render(&self, server: &Arc<ModelServer>) -> String {
-        metrics::with_local_recorder(&self.recorder, || {
+        // A fresh recorder of our own for each scrape: not the process-wide one (an
+        // application may install its own, and several servers may share a process), and
+        // not a long-lived one, whose counters could only grow (a reloaded model restarts
+        // from zero) and would keep unloaded models' series forever.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
             for (name, versions) in server.models() {
                 for version in versions {
                     let Ok(s) = server.stats(&name, Some(version)) else {
@@ -77,7 +70,7 @@ impl Exporter {
                 metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
             }
         });
-        self.recorder.handle().render()
+        recorder.handle().render()
     }
 }
 

@@ -80,6 +80,9 @@ impl HttpConfig {
     }
 }
 
+/// Bodies above this size are decoded on a blocking thread.
+const BLOCKING_DECODE_BYTES: usize = 256 << 10;
+
 struct AppState {
     server: Arc<ModelServer>,
     config: HttpConfig,
@@ -134,7 +137,32 @@ pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
         )
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Every error leaves as `{"error": ...}`, including those axum writes itself (413 from the
+/// body limit, 404 for an unknown route, 405, rejected paths): clients parse error bodies
+/// as JSON.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.into_owned()
+    };
+    error_response(status, message)
 }
 
 /// Serves `app` on `listener` with `TCP_NODELAY` on every connection, until `shutdown`
@@ -347,8 +375,21 @@ async fn infer(
     };
     let header_length = headers
         .get(HEADER_LENGTH)
-        .map(|h| h.to_str().unwrap_or("?"));
-    let request = match codec::decode_request(body, header_length) {
+        .map(|h| h.to_str().unwrap_or("?").to_owned());
+    // Small bodies parse in microseconds; large ones go to a blocking thread so that the
+    // executor keeps answering (health checks included).
+    let decoded = if body.len() <= BLOCKING_DECODE_BYTES {
+        codec::decode_request(body, header_length.as_deref())
+    } else {
+        let blocking = tokio::task::spawn_blocking(move || {
+            codec::decode_request(body, header_length.as_deref())
+        });
+        match blocking.await {
+            Ok(d) => d,
+            Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    };
+    let request = match decoded {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
@@ -599,21 +640,28 @@ async fn repository_index(State(st): State<Shared>) -> Response {
                 .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
         })
         .collect();
-    // Entries of the repository directory that are not loaded, as Triton lists them.
-    if let Some(dir) = &st.config.repository
-        && let Ok(entries) = std::fs::read_dir(dir)
-    {
+    // Models in the repository directory that are not loaded, as Triton lists them; the
+    // directory is read and each entry's format detected on a blocking thread.
+    if let Some(dir) = st.config.repository.clone() {
         let loaded = st.server.models();
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                let file = e.file_name().to_string_lossy().into_owned();
-                let name = file.split('.').next()?.to_owned();
-                (!file.starts_with('.') && !loaded.contains_key(&name)).then_some(name)
-            })
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = tokio::task::spawn_blocking(move || {
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let file = e.file_name().to_string_lossy().into_owned();
+                    let name = file.split('.').next()?.to_owned();
+                    let fresh = !file.starts_with('.') && !loaded.contains_key(&name);
+                    (fresh && mlops_core::detect(&e.path()).is_ok()).then_some(name)
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+        .await
+        .unwrap_or_default();
         index.extend(
             names
                 .into_iter()
@@ -630,43 +678,25 @@ async fn repository_load(State(st): State<Shared>, Path(model): Path<String>) ->
             "this server has no model repository to load from",
         );
     };
-    if mlops_core::validate_model_name(&model).is_err() {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid model name '{model}'"),
-        );
-    }
-    // `<dir>/<model>` (a directory or Triton-layout folder), else the file `<dir>/<model>.*`.
-    let path = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        let mut found: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| {
-                let f = e.file_name().to_string_lossy().into_owned();
-                f == model || f.split('.').next() == Some(model.as_str())
-            })
-            .map(|e| e.path())
-            .collect();
-        found.sort();
-        found.into_iter().next()
-    });
-    let Some(path) = path else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            format!("no model '{model}' in the repository"),
-        );
-    };
     let server = st.server.clone();
-    let spec = st.config.load_spec.clone().with_name(model.clone());
+    let spec = st.config.load_spec.clone();
     // Loading reads and hashes files and builds sessions: off the executor.
-    let loaded = tokio::task::spawn_blocking(move || server.load_path(&path, spec)).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || server.load_from_repository(&dir, &model, &spec)).await;
     match loaded {
         Ok(Ok(_)) => StatusCode::OK.into_response(),
-        Ok(Err(e)) => error_response(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => runtime_error(&e),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
 async fn repository_unload(State(st): State<Shared>, Path(model): Path<String>) -> Response {
+    if st.config.repository.is_none() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "model control is disabled: this server has no model repository",
+        );
+    }
     match st.server.unload(&model, None) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => runtime_error(&e),
