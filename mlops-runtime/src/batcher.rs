@@ -234,6 +234,11 @@ impl Batcher {
         })
     }
 
+    /// How requests are queued and batched.
+    pub fn config(&self) -> &BatcherConfig {
+        &self.shared.config
+    }
+
     /// How many instances (sessions, each on its own thread) serve the queue.
     pub fn instances(&self) -> usize {
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -370,6 +370,156 @@ impl GrpcInferenceService for GrpcFrontEnd {
         }))
     }
 
+    async fn model_config(
+        &self,
+        request: Request<proto::ModelConfigRequest>,
+    ) -> Result<Response<proto::ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let v = pick(&self.server, &r.name, version_of(&r.version)?)?;
+        let batcher = self
+            .server
+            .get(&r.name, Some(v))
+            .map_err(|e| status_of(&e))?;
+        let max_batch = batcher.max_batch_size();
+        // With batching, Triton's dims leave out the batch dimension.
+        let dims = |s: &TensorSpec| -> Vec<i64> {
+            s.shape
+                .iter()
+                .flatten()
+                .skip(usize::from(max_batch > 0))
+                .map(|d| match d {
+                    Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                    Dim::Dynamic => -1,
+                })
+                .collect()
+        };
+        let sig = batcher.signature();
+        let cfg = batcher.config();
+        let config = proto::ModelConfig {
+            name: r.name.clone(),
+            platform: self.server.platform(&r.name, v).unwrap_or_default(),
+            version_policy: Some(proto::ModelVersionPolicy {
+                specific: Some(proto::model_version_policy::Specific {
+                    versions: vec![i64::try_from(v).unwrap_or(i64::MAX)],
+                }),
+            }),
+            max_batch_size: i32::try_from(max_batch).unwrap_or(i32::MAX),
+            input: sig
+                .inputs
+                .iter()
+                .map(|s| proto::ModelInput {
+                    name: s.name.clone(),
+                    data_type: triton_type(s.dtype) as i32,
+                    dims: dims(s),
+                })
+                .collect(),
+            output: sig
+                .outputs
+                .iter()
+                .map(|s| proto::ModelOutput {
+                    name: s.name.clone(),
+                    data_type: triton_type(s.dtype) as i32,
+                    dims: dims(s),
+                })
+                .collect(),
+            instance_group: vec![proto::ModelInstanceGroup {
+                name: r.name.clone(),
+                count: i32::try_from(batcher.instances()).unwrap_or(i32::MAX),
+                kind: if batcher.device().is_gpu() {
+                    proto::model_instance_group::Kind::Gpu
+                } else {
+                    proto::model_instance_group::Kind::Cpu
+                } as i32,
+            }],
+            dynamic_batching: Some(proto::ModelDynamicBatching {
+                preferred_batch_size: cfg
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&b| i32::try_from(b).unwrap_or(i32::MAX))
+                    .collect(),
+                max_queue_delay_microseconds: u64::try_from(cfg.max_queue_delay.as_micros())
+                    .unwrap_or(u64::MAX),
+            }),
+            backend: String::new(),
+        };
+        Ok(Response::new(proto::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<proto::ModelStatisticsRequest>,
+    ) -> Result<Response<proto::ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let models = self.server.models();
+        let wanted: Vec<(String, u64)> = if r.name.is_empty() {
+            models
+                .iter()
+                .flat_map(|(n, vs)| vs.iter().map(move |v| (n.clone(), *v)))
+                .collect()
+        } else {
+            match version_of(&r.version)? {
+                Some(v) => vec![(r.name.clone(), pick(&self.server, &r.name, Some(v))?)],
+                None => models
+                    .get(&r.name)
+                    .ok_or_else(|| {
+                        status_of(&Error::ModelNotFound {
+                            name: r.name.clone(),
+                            version: None,
+                        })
+                    })?
+                    .iter()
+                    .map(|v| (r.name.clone(), *v))
+                    .collect(),
+            }
+        };
+        let duration = |count: u64, d: std::time::Duration| proto::StatisticDuration {
+            count,
+            ns: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        };
+        let model_stats = wanted
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let s = self.server.stats(&name, Some(v)).ok()?;
+                let ok = s.request_success;
+                Some(proto::ModelStatistics {
+                    name,
+                    version: v.to_string(),
+                    last_inference: 0,
+                    inference_count: s.inference_count,
+                    execution_count: s.execution_count,
+                    inference_stats: Some(proto::InferStatistics {
+                        success: Some(duration(ok, s.request_duration)),
+                        fail: Some(duration(s.request_failure, std::time::Duration::ZERO)),
+                        queue: Some(duration(ok, s.queue_duration)),
+                        compute_input: Some(duration(ok, s.compute_input_duration)),
+                        compute_infer: Some(duration(ok, s.compute_infer_duration)),
+                        compute_output: Some(duration(ok, s.compute_output_duration)),
+                        // No response cache: nothing is ever a hit or a miss.
+                        cache_hit: Some(duration(0, std::time::Duration::ZERO)),
+                        cache_miss: Some(duration(0, std::time::Duration::ZERO)),
+                    }),
+                    batch_stats: s
+                        .batch_sizes
+                        .iter()
+                        .map(|(size, count)| proto::InferBatchStatistics {
+                            batch_size: *size as u64,
+                            compute_infer: Some(proto::StatisticDuration {
+                                count: *count,
+                                ns: 0,
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(proto::ModelStatisticsResponse {
+            model_stats,
+        }))
+    }
+
     async fn repository_index(
         &self,
         request: Request<proto::RepositoryIndexRequest>,
@@ -422,5 +572,26 @@ impl GrpcInferenceService for GrpcFrontEnd {
             .unload(&model, None)
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// Triton's data type for a tensor's element type.
+fn triton_type(dtype: DataType) -> proto::DataType {
+    use proto::DataType as T;
+    match dtype {
+        DataType::Bool => T::TypeBool,
+        DataType::Uint8 => T::TypeUint8,
+        DataType::Uint16 => T::TypeUint16,
+        DataType::Uint32 => T::TypeUint32,
+        DataType::Uint64 => T::TypeUint64,
+        DataType::Int8 => T::TypeInt8,
+        DataType::Int16 => T::TypeInt16,
+        DataType::Int32 => T::TypeInt32,
+        DataType::Int64 => T::TypeInt64,
+        DataType::Fp16 => T::TypeFp16,
+        DataType::Bf16 => T::TypeBf16,
+        DataType::Fp32 => T::TypeFp32,
+        DataType::Fp64 => T::TypeFp64,
+        DataType::Bytes => T::TypeString,
     }
 }

@@ -243,9 +243,12 @@ async fn tritonclient_grpc_gets_the_golden_outputs() {
     assert_eq!(
         report["checked"],
         serde_json::json!([
+            "tritonclient grpc config mlp",
             "tritonclient grpc mlp",
+            "tritonclient grpc config cnn",
             "tritonclient grpc cnn",
-            "tritonclient grpc error"
+            "tritonclient grpc error",
+            "tritonclient grpc statistics",
         ])
     );
 }

@@ -570,6 +570,9 @@ fn model_stats_json(server: &ModelServer, model: &str, v: u64) -> Option<Value> 
             "compute_input": duration_json(success, s.compute_input_duration),
             "compute_infer": duration_json(success, s.compute_infer_duration),
             "compute_output": duration_json(success, s.compute_output_duration),
+            // No response cache: nothing is ever a hit or a miss.
+            "cache_hit": duration_json(0, std::time::Duration::ZERO),
+            "cache_miss": duration_json(0, std::time::Duration::ZERO),
         },
         "batch_stats": s.batch_sizes.iter().map(|(size, count)| json!({
             "batch_size": size,

@@ -23,6 +23,10 @@ for model in ["mlp", "cnn"]:
     assert client.is_model_ready(model), model
     meta = client.get_model_metadata(model, as_json=True)
     assert meta["name"] == model and meta["platform"] == "onnxruntime_onnx", meta
+    config = client.get_model_config(model, as_json=True)["config"]
+    assert config["name"] == model and config["max_batch_size"] == 32, config
+    assert config["input"][0]["data_type"] == "TYPE_FP32", config
+    checked.append(f"tritonclient grpc config {model}")
     g = json.loads((testdata / f"{model}.golden.json").read_text())
     inputs = []
     for t in g["inputs"]:
@@ -44,4 +48,7 @@ try:
 except InferenceServerException as e:
     assert "no_such_model" in str(e), str(e)
     checked.append("tritonclient grpc error")
+stats = client.get_inference_statistics("mlp", as_json=True)["model_stats"][0]
+assert int(stats["inference_count"]) == 4 and int(stats["inference_stats"]["success"]["count"]) == 1, stats
+checked.append("tritonclient grpc statistics")
 print(json.dumps({"checked": checked}))
