@@ -50,6 +50,9 @@ fn provide() -> Result<PathBuf, String> {
     }
     let cache = cache_dir()?;
     let library = cache.join(format!("libonnxruntime.so.{VERSION}"));
+    // Until the library is there, every build tries again (a missing path always reruns
+    // the script): a failed fetch is not cached.
+    println!("cargo:rerun-if-changed={}", library.display());
     if library.is_file() && sha256_of(&library)? == SHA256 {
         return Ok(library);
     }

@@ -218,15 +218,25 @@ impl Batcher {
         });
         let mut threads = Vec::with_capacity(sessions.len());
         for (index, session) in sessions.into_iter().enumerate() {
-            let shared = Arc::clone(&shared);
-            let thread = std::thread::Builder::new()
+            let for_thread = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
                 .name(format!("{model}#{index}"))
-                .spawn(move || instance_loop(&shared, session))
-                .map_err(|e| Error::Load {
-                    model: model.clone(),
-                    reason: format!("cannot start instance thread: {e}"),
-                })?;
-            threads.push(thread);
+                .spawn(move || instance_loop(&for_thread, session));
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    // Stop the instances already started rather than leak them.
+                    shared.lock().closed = true;
+                    shared.ready.notify_all();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(Error::Load {
+                        model,
+                        reason: format!("cannot start instance thread: {e}"),
+                    });
+                }
+            }
         }
         Ok(Batcher {
             shared,
