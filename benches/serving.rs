@@ -6,7 +6,11 @@
 //!
 //! ```text
 //! cargo bench --bench serving --features http,grpc
+//! MLOPS_BENCH_IDLE_SPIN_US=0 cargo bench --bench serving --features http,grpc -- cnn/
 //! ```
+//!
+//! `MLOPS_BENCH_IDLE_SPIN_US` sets the batcher's idle spin (default 50 µs); a filter
+//! argument limits the latency passes to the benchmarks it selects.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -37,6 +41,27 @@ fn rt() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Whether criterion's command-line filter (the first argument that is not a flag)
+/// selects a benchmark id.
+fn selected(id: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_none_or(|filter| id.contains(&filter))
+}
+
+/// How the bench serves: `MLOPS_BENCH_IDLE_SPIN_US` overrides the batcher's idle spin.
+fn spec() -> ModelSpec {
+    let mut batcher = mlops::runtime::BatcherConfig::default();
+    if let Some(us) = std::env::var("MLOPS_BENCH_IDLE_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        batcher = batcher.with_idle_spin(Duration::from_micros(us));
+    }
+    ModelSpec::default().with_batcher(batcher)
 }
 
 /// One row of the model's golden input.
@@ -267,7 +292,15 @@ fn protocols(c: &mut Criterion) {
                     &concurrency,
                     |b, &cc| b.to_async(&rt).iter(|| drive(p, model, &inputs, cc, batch)),
                 );
-                // Latency percentiles over 2,000 requests at this concurrency.
+                // Latency percentiles over 2,000 requests at this concurrency (for the
+                // benchmarks the command line selects).
+                let id = format!(
+                    "{DEVICE}/serving/{model}/{}/concurrency/{concurrency}",
+                    p.name()
+                );
+                if !selected(&id) {
+                    continue;
+                }
                 let mut lat = rt.block_on(drive(p, model, &inputs, concurrency, 2000));
                 lat.sort_unstable();
                 let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
