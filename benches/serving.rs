@@ -215,9 +215,7 @@ fn start_servers(rt: &Runtime) -> (Arc<ModelServer>, SocketAddr, SocketAddr) {
     let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).expect("ONNX Runtime");
     let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
     for m in ["mlp.onnx", "cnn.onnx"] {
-        server
-            .load_path(&testdata(m), ModelSpec::default())
-            .expect("load");
+        server.load_path(&testdata(m), spec()).expect("load");
     }
     let (http, grpc) = rt.block_on(async {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
