@@ -99,19 +99,9 @@ fn version_of(text: &str) -> Result<Option<u64>, Status> {
 
 /// The version to use: the one asked for, or the latest served.
 fn pick(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, Status> {
-    let not_found = || {
-        status_of(&Error::ModelNotFound {
-            name: model.to_owned(),
-            version,
-        })
-    };
-    let models = server.models();
-    let versions = models.get(model).ok_or_else(not_found)?;
-    match version {
-        Some(v) if versions.contains(&v) => Ok(v),
-        Some(_) => Err(not_found()),
-        None => versions.last().copied().ok_or_else(not_found),
-    }
+    server
+        .served_version(model, version)
+        .map_err(|e| status_of(&e))
 }
 
 fn metadata_of(spec: &TensorSpec) -> TensorMetadata {

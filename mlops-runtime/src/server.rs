@@ -311,6 +311,19 @@ impl ModelServer {
         })
     }
 
+    /// The version a request for `name` at `version` (or its latest) goes to, if served.
+    pub fn served_version(&self, name: &str, version: Option<u64>) -> Result<u64> {
+        let models = self.read();
+        let found = models.get(name).and_then(|versions| match version {
+            Some(v) => versions.contains_key(&v).then_some(v),
+            None => versions.keys().next_back().copied(),
+        });
+        found.ok_or_else(|| Error::ModelNotFound {
+            name: name.to_owned(),
+            version,
+        })
+    }
+
     /// Resolves `name` (its latest version), `name/7` or `name/latest`. Aliases
     /// (`name@production`) belong to the registry: resolve them there, then ask for the
     /// version.

@@ -248,19 +248,9 @@ fn parse_version(text: &str) -> Result<u64, ApiError> {
 
 /// The version to use: the one asked for, or the latest served.
 fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, ApiError> {
-    let not_found = || {
-        ApiError::from(&Error::ModelNotFound {
-            name: model.to_owned(),
-            version,
-        })
-    };
-    let models = server.models();
-    let versions = models.get(model).ok_or_else(not_found)?;
-    match version {
-        Some(v) if versions.contains(&v) => Ok(v),
-        Some(_) => Err(not_found()),
-        None => versions.last().copied().ok_or_else(not_found),
-    }
+    server
+        .served_version(model, version)
+        .map_err(|e| ApiError::from(&e))
 }
 
 async fn ready(State(st): State<Shared>) -> StatusCode {
