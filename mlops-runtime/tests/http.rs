@@ -751,3 +751,26 @@ mod fuzz {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_timed_out_and_frees_the_server() {
+    let app = router(
+        server(),
+        HttpConfig::default().with_body_timeout(Duration::from_millis(100)),
+    );
+    // Headers arrive, the body never does.
+    let stalled = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let started = std::time::Instant::now();
+    let r = call(&app, "POST", "/v2/models/mlp/infer", &[], stalled).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        r.error().contains("did not arrive within 100ms"),
+        "{}",
+        r.error()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        call(&app, "GET", "/v2/health/ready", &[], "").await.status,
+        StatusCode::OK
+    );
+}

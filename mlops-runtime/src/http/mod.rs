@@ -45,6 +45,9 @@ use crate::server::{ModelServer, ModelSpec};
 pub struct HttpConfig {
     /// Bodies larger than this are refused with 413 before they are read whole.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive; a slower one is answered 408 and its
+    /// connection freed.
+    pub body_timeout: std::time::Duration,
     /// Where the repository extension loads models from (`<dir>/<name>`, a file or a
     /// directory); `None` disables load and unload.
     pub repository: Option<PathBuf>,
@@ -58,6 +61,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 64 << 20,
+            body_timeout: std::time::Duration::from_secs(30),
             repository: None,
             load_spec: ModelSpec::default(),
             server_name: "mlops".into(),
@@ -69,6 +73,12 @@ impl HttpConfig {
     /// Sets the body limit.
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a request body may take to arrive.
+    pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_timeout = timeout;
         self
     }
 
@@ -447,20 +457,58 @@ async fn infer_latest(
     State(st): State<Shared>,
     Path(model): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    infer(&st, &model, None, &headers, body).await
+    match read_body(&st, body).await {
+        Ok(body) => infer(&st, &model, None, &headers, body).await,
+        Err(r) => r,
+    }
 }
 
 async fn infer_version(
     State(st): State<Shared>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    match parse_version(&version) {
-        Ok(v) => infer(&st, &model, Some(v), &headers, body).await,
-        Err(r) => r.into_response(),
+    let v = match parse_version(&version) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    match read_body(&st, body).await {
+        Ok(body) => infer(&st, &model, Some(v), &headers, body).await,
+        Err(r) => r,
+    }
+}
+
+/// Reads a request body within the size limit and the body timeout: neither an oversized
+/// nor a trickling body holds the server.
+async fn read_body(st: &AppState, body: axum::body::Body) -> Result<Bytes, Response> {
+    let limit = st.config.max_body_bytes;
+    match tokio::time::timeout(st.config.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over the limit of {limit} bytes"),
+                )
+            } else {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })
+        }
+        Err(_) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {:?}",
+                st.config.body_timeout
+            ),
+        )),
     }
 }
 
