@@ -57,6 +57,32 @@ impl Default for ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Sets how long a replica list is reused.
+    pub fn with_refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Sets how long a failing replica is left out.
+    pub fn with_eject_for(mut self, eject_for: Duration) -> Self {
+        self.eject_for = eject_for;
+        self
+    }
+
+    /// Sets the deadline of one attempt.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets how many replicas a request may try (at least one).
+    pub fn with_attempts(mut self, attempts: usize) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+}
+
 /// One replica, with its connection and load.
 #[derive(Debug)]
 struct Target {

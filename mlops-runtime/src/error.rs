@@ -118,9 +118,16 @@ impl Error {
     /// overload, queue timeouts and shutdown are temporary; bad input and missing models
     /// are not.
     pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            Error::Overloaded { .. } | Error::Timeout { .. } | Error::ShuttingDown { .. }
-        )
+        match self {
+            Error::Overloaded { .. }
+            | Error::Timeout { .. }
+            | Error::ShuttingDown { .. }
+            | Error::NoReplica { .. } => true,
+            Error::Remote { code, .. } => matches!(
+                code.as_str(),
+                "Unavailable" | "ResourceExhausted" | "DeadlineExceeded"
+            ),
+            _ => false,
+        }
     }
 }
