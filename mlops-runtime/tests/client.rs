@@ -180,6 +180,7 @@ async fn no_live_replica_and_bad_requests_are_clear_errors() {
         matches!(&err, Error::Remote { code, .. } if code == "InvalidArgument"),
         "{err}"
     );
+    assert!(!err.is_temporary(), "a bad request stays bad");
     let refused = |r: &Replica| r.server.stats("mlp", None).unwrap().request_failure;
     assert_eq!(refused(&a) + refused(&b), 1);
 
@@ -208,4 +209,5 @@ async fn no_live_replica_and_bad_requests_are_clear_errors() {
             .starts_with("no live replica of model 'mlp'"),
         "{err}"
     );
+    assert!(err.is_temporary(), "replicas may come back");
 }
