@@ -352,6 +352,48 @@ impl Registry {
         result
     }
 
+    /// Marks FAILED every version still PENDING after `older_than` (a registering process
+    /// that died, say) and deletes the files it had stored; returns them as `(name,
+    /// version)`. Pick `older_than` well above the longest registration: a version whose
+    /// upload is still running would be failed under it.
+    pub async fn fail_stale_pending(
+        &self,
+        older_than: Duration,
+        change: &Change,
+    ) -> Result<Vec<(String, u64)>> {
+        let cutoff = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(older_than).map_err(|e| Error::invalid(e.to_string()))?;
+        let query = crate::model::VersionQuery::default().with_status(VersionStatus::Pending);
+        let mut failed = Vec::new();
+        for v in self.models.search_versions(&query).await? {
+            if v.created_at > cutoff {
+                continue;
+            }
+            let reason = format!("registration did not finish within {older_than:?}");
+            match self
+                .models
+                .set_version_status(
+                    &v.name,
+                    v.version,
+                    VersionStatus::Failed,
+                    Some(&reason),
+                    change,
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Finished (or failed) meanwhile: not stale after all.
+                Err(Error::FailedPrecondition(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            self.artifacts
+                .delete_all(&version_prefix(&v.name, v.version))
+                .await?;
+            failed.push((v.name, v.version));
+        }
+        Ok(failed)
+    }
+
     /// Deletes a version (refused while an alias points at it), then its files.
     pub async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
         self.models.delete_version(name, version, change).await?;

@@ -394,3 +394,61 @@ async fn endpoints_by_model_id_with_heartbeats() {
     );
     drop(b);
 }
+
+#[tokio::test]
+async fn stale_pending_versions_are_failed_and_their_files_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).await.unwrap();
+    let ready = registry
+        .register("mlp", &testdata("mlp.onnx"), NewVersion::new(), &who())
+        .await
+        .unwrap();
+    // A registration that died after storing a file.
+    let pending = registry
+        .models()
+        .create_version("mlp", NewVersion::new(), &who())
+        .await
+        .unwrap();
+    let orphan = format!("models/mlp/{}/model.onnx", pending.version);
+    registry
+        .artifacts()
+        .put(&orphan, &mut &b"partial upload"[..])
+        .await
+        .unwrap();
+
+    // Not stale yet under a long limit.
+    let none = registry
+        .fail_stale_pending(Duration::from_secs(3600), &who())
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    let failed = registry
+        .fail_stale_pending(Duration::ZERO, &who())
+        .await
+        .unwrap();
+    assert_eq!(failed, vec![("mlp".to_owned(), pending.version)]);
+    let v = registry
+        .models()
+        .get_version("mlp", pending.version)
+        .await
+        .unwrap();
+    assert_eq!(v.status, VersionStatus::Failed);
+    assert!(
+        v.status_message
+            .unwrap()
+            .starts_with("registration did not finish")
+    );
+    assert_eq!(registry.artifacts().size(&orphan).await.unwrap(), None);
+    // The READY version and its files are untouched.
+    let out = tempfile::tempdir().unwrap();
+    assert_eq!(
+        registry
+            .download(&format!("mlp/{}", ready.version), out.path())
+            .await
+            .unwrap()
+            .version
+            .version,
+        1
+    );
+}
