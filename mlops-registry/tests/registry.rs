@@ -264,6 +264,8 @@ async fn crash_child() {
         .register("big", Path::new(model), NewVersion::new(), &who())
         .await
         .unwrap();
+    // Tells the parent the registration is complete (for its last kill point).
+    std::fs::write(format!("{dir}/registered"), b"").unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -276,7 +278,10 @@ async fn a_registration_killed_at_any_point_leaves_no_ready_version() {
     let exe = std::env::current_exe().unwrap();
     // Kill points from "before it opened the database" to "after it finished".
     let mut outcomes = Vec::new();
-    for delay_ms in [0u64, 30, 80, 150, 250, 400, 700, 1200, 5000] {
+    // Kill points in milliseconds after start; `None`: once the child says it finished.
+    let points = [0u64, 30, 80, 150, 250, 400, 700, 1200].map(Some);
+    for delay_ms in points.into_iter().chain([None]) {
+        let _ = std::fs::remove_file(dir.join("registered"));
         let mut child = std::process::Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD, format!("{}|{}", dir.display(), model.display()))
@@ -284,7 +289,19 @@ async fn a_registration_killed_at_any_point_leaves_no_ready_version() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        match delay_ms {
+            Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            None => {
+                let done = dir.join("registered");
+                for _ in 0..6000 {
+                    if done.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert!(done.exists(), "the child finished registering within 60 s");
+            }
+        }
         child.kill().unwrap(); // SIGKILL: no destructor, no cleanup.
         child.wait().unwrap();
 
@@ -293,7 +310,7 @@ async fn a_registration_killed_at_any_point_leaves_no_ready_version() {
         let versions = match registry.models().get_model("big").await {
             Ok(m) => m.latest_version,
             Err(Error::NotFound { .. }) => 0,
-            Err(e) => panic!("after a kill at {delay_ms} ms: {e}"),
+            Err(e) => panic!("after a kill at {delay_ms:?} ms: {e}"),
         };
         for n in 1..=versions {
             let v = registry.models().get_version("big", n).await.unwrap();
