@@ -10,7 +10,8 @@ export MLOPS_TEST_PYTHON
 # (started on first use, reused afterwards, left running).
 MLOPS_TEST_POSTGRES_URL="$(scripts/postgres.sh)"; export MLOPS_TEST_POSTGRES_URL
 MLOPS_TEST_S3_ENDPOINT="$(scripts/s3.sh)"; export MLOPS_TEST_S3_ENDPOINT
-# Every optional backend (candle, PostgreSQL, S3, HDFS) is tested here too.
+# Every optional backend is built and tested here too: candle, PostgreSQL and S3 against
+# the servers above; HDFS only where MLOPS_TEST_HDFS_URI names a cluster.
 cargo test --workspace --features mlops/full "$@"
 # The CUDA build compiles without CUDA; on a machine without a GPU its tests check that
 # asking for the GPU fails loudly instead of falling back to the CPU.

@@ -3,7 +3,7 @@
 //! promotion.
 //!
 //! The pieces are traits with interchangeable backends, all held to one conformance suite
-//! ([`testkit`], feature `testkit`):
+//! (`testkit`, feature `testkit`):
 //!
 //! | trait | backends |
 //! |---|---|

@@ -9,8 +9,8 @@
 //! - **retry**: inference is idempotent, so a request that fails for a reason another
 //!   replica may not have (unreachable, shutting down, overloaded, model gone) is sent
 //!   once more to a different replica; a request at fault (bad input) is not;
-//! - **ejection**: a replica that failed that way is left out for
-//!   [`ClientConfig::eject_for`];
+//! - **ejection**: a replica that is unreachable, shutting down or no longer serves the
+//!   model is left out for [`ClientConfig::eject_for`]; an overloaded one stays in;
 //! - **no live replica** is its own error, [`Error::NoReplica`], saying what was tried.
 //!
 //! Replica lists are cached per model id for [`ClientConfig::refresh`], and refreshed at
@@ -73,6 +73,12 @@ impl ClientConfig {
     /// Sets the deadline of one attempt.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets how long connecting to a replica may take.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -157,7 +163,8 @@ pub struct Client {
     source: Arc<dyn ReplicaSource>,
     config: ClientConfig,
     cache: Mutex<HashMap<String, Cached>>,
-    // One connection per address, shared by every model id served there.
+    // One connection per replica (address, model, version), shared by the model ids that
+    // resolve to it.
     targets: Mutex<HashMap<TargetKey, Arc<Target>>>,
     seed: AtomicU64,
 }

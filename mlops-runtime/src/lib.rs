@@ -11,7 +11,11 @@
 //!   instances, each on its own OS thread, with Triton's semantics (maximum batch size,
 //!   queue delay, preferred sizes, a bounded queue, per-request deadlines);
 //! - a [`ModelServer`] holds many models by name and version, loads, unloads and hot-swaps
-//!   them, and reports per-model statistics.
+//!   them, and reports per-model statistics;
+//! - `http` (feature `http`) serves it over the Open Inference Protocol's REST API, with
+//!   the binary tensor extension, Triton's configuration and statistics, and Prometheus
+//!   metrics; `grpc` (feature `grpc`) over its gRPC API;
+//! - `client` (feature `client`) infers by model id across the replicas a registry lists.
 //!
 //! Inference never runs on the async executor: callers await an answer that an instance
 //! thread sends back.

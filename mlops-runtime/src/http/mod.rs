@@ -18,7 +18,11 @@
 //!
 //! Errors are `{"error": "..."}` with the status [`status_of`] gives: 400 for a request at
 //! fault, 404 for an unknown model, 429 for a full queue, 503 while shutting down, 504 for
-//! a passed deadline, 413 for a body over [`HttpConfig::max_body_bytes`].
+//! a passed deadline; 413 for a body over [`HttpConfig::max_body_bytes`] and 408 for one
+//! slower than [`HttpConfig::body_timeout`].
+//!
+//! [`serve`] runs the router on a listener with `TCP_NODELAY`, a
+//! [`HEADER_READ_TIMEOUT`] and a graceful stop bounded by [`DRAIN_TIMEOUT`].
 
 pub mod codec;
 mod metrics;
