@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mlops_core::{DataType, Dim, Tensor, TensorSpec};
+use mlops_core::{DataType, Tensor, TensorSpec};
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -108,15 +108,7 @@ fn metadata_of(spec: &TensorSpec) -> TensorMetadata {
     TensorMetadata {
         name: spec.name.clone(),
         datatype: spec.dtype.to_string(),
-        shape: spec
-            .shape
-            .iter()
-            .flatten()
-            .map(|d| match d {
-                Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                Dim::Dynamic => -1,
-            })
-            .collect(),
+        shape: spec.shape.iter().flatten().map(|d| d.to_i64()).collect(),
     }
 }
 
@@ -377,10 +369,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
                 .iter()
                 .flatten()
                 .skip(usize::from(max_batch > 0))
-                .map(|d| match d {
-                    Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                    Dim::Dynamic => -1,
-                })
+                .map(|d| d.to_i64())
                 .collect()
         };
         let sig = batcher.signature();

@@ -36,7 +36,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mlops_core::{DataType, Dim, Signature, TensorSpec};
+use mlops_core::{DataType, Signature, TensorSpec};
 use serde_json::{Value, json};
 
 pub use codec::HEADER_LENGTH;
@@ -329,15 +329,7 @@ async fn server_metadata(State(st): State<Shared>) -> Response {
 }
 
 fn spec_json(spec: &TensorSpec) -> Value {
-    let shape: Vec<i64> = spec
-        .shape
-        .iter()
-        .flatten()
-        .map(|d| match d {
-            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-            Dim::Dynamic => -1,
-        })
-        .collect();
+    let shape: Vec<i64> = spec.shape.iter().flatten().map(|d| d.to_i64()).collect();
     json!({ "name": spec.name, "datatype": spec.dtype.to_string(), "shape": shape })
 }
 
@@ -600,10 +592,7 @@ fn config(st: &AppState, model: &str, version: Option<u64>) -> Response {
                     .iter()
                     .flatten()
                     .skip(usize::from(max_batch > 0))
-                    .map(|d| match d {
-                        Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                        Dim::Dynamic => -1,
-                    })
+                    .map(|d| d.to_i64())
                     .collect();
                 json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": dims })
             })
