@@ -118,30 +118,30 @@ pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/stats", get(all_stats))
-        .route("/v2/models/{model}", get(metadata_latest))
+        .route("/v2/models/{model}", get(metadata_handler))
         .route(
             "/v2/models/{model}/versions/{version}",
-            get(metadata_version),
+            get(metadata_handler),
         )
-        .route("/v2/models/{model}/ready", get(ready_latest))
+        .route("/v2/models/{model}/ready", get(ready_handler))
         .route(
             "/v2/models/{model}/versions/{version}/ready",
-            get(ready_version),
+            get(ready_handler),
         )
-        .route("/v2/models/{model}/infer", post(infer_latest))
+        .route("/v2/models/{model}/infer", post(infer_handler))
         .route(
             "/v2/models/{model}/versions/{version}/infer",
-            post(infer_version),
+            post(infer_handler),
         )
-        .route("/v2/models/{model}/config", get(config_latest))
+        .route("/v2/models/{model}/config", get(config_handler))
         .route(
             "/v2/models/{model}/versions/{version}/config",
-            get(config_version),
+            get(config_handler),
         )
-        .route("/v2/models/{model}/stats", get(stats_latest))
+        .route("/v2/models/{model}/stats", get(stats_handler))
         .route(
             "/v2/models/{model}/versions/{version}/stats",
-            get(stats_version),
+            get(stats_handler),
         )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
@@ -304,6 +304,44 @@ fn parse_version(text: &str) -> Result<u64, ApiError> {
         })
 }
 
+/// `/v2/models/{model}[/versions/{version}]`: one extractor for both route shapes.
+#[derive(serde::Deserialize)]
+struct ModelPath {
+    model: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+impl ModelPath {
+    fn version(&self) -> Result<Option<u64>, ApiError> {
+        self.version.as_deref().map(parse_version).transpose()
+    }
+
+    /// Runs `f` with the model and its version (`None`: the latest).
+    fn then(&self, f: impl FnOnce(&str, Option<u64>) -> Response) -> Response {
+        match self.version() {
+            Ok(v) => f(&self.model, v),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+async fn metadata_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
+    p.then(|m, v| metadata(&st, m, v))
+}
+
+async fn ready_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
+    p.then(|m, v| model_ready(&st, m, v))
+}
+
+async fn config_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
+    p.then(|m, v| config(&st, m, v))
+}
+
+async fn stats_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
+    p.then(|m, v| stats(&st, m, v))
+}
+
 /// The version to use: the one asked for, or the latest served.
 fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, ApiError> {
     server
@@ -359,20 +397,6 @@ fn metadata(st: &AppState, model: &str, version: Option<u64>) -> Response {
     .into_response()
 }
 
-async fn metadata_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    metadata(&st, &model, None)
-}
-
-async fn metadata_version(
-    State(st): State<Shared>,
-    Path((model, version)): Path<(String, String)>,
-) -> Response {
-    match parse_version(&version) {
-        Ok(v) => metadata(&st, &model, Some(v)),
-        Err(r) => r.into_response(),
-    }
-}
-
 fn model_ready(st: &AppState, model: &str, version: Option<u64>) -> Response {
     match pick_version(&st.server, model, version).and_then(|v| {
         st.server
@@ -384,20 +408,6 @@ fn model_ready(st: &AppState, model: &str, version: Option<u64>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("model '{model}' is not ready"),
         ),
-        Err(r) => r.into_response(),
-    }
-}
-
-async fn ready_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    model_ready(&st, &model, None)
-}
-
-async fn ready_version(
-    State(st): State<Shared>,
-    Path((model, version)): Path<(String, String)>,
-) -> Response {
-    match parse_version(&version) {
-        Ok(v) => model_ready(&st, &model, Some(v)),
         Err(r) => r.into_response(),
     }
 }
@@ -493,30 +503,18 @@ async fn infer(
     }
 }
 
-async fn infer_latest(
+async fn infer_handler(
     State(st): State<Shared>,
-    Path(model): Path<String>,
+    Path(path): Path<ModelPath>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    match read_body(&st, body).await {
-        Ok(body) => infer(&st, &model, None, &headers, body).await,
-        Err(r) => r,
-    }
-}
-
-async fn infer_version(
-    State(st): State<Shared>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    let v = match parse_version(&version) {
+    let version = match path.version() {
         Ok(v) => v,
-        Err(r) => return r.into_response(),
+        Err(e) => return e.into_response(),
     };
     match read_body(&st, body).await {
-        Ok(body) => infer(&st, &model, Some(v), &headers, body).await,
+        Ok(body) => infer(&st, &path.model, version, &headers, body).await,
         Err(r) => r,
     }
 }
@@ -612,20 +610,6 @@ fn config(st: &AppState, model: &str, version: Option<u64>) -> Response {
     .into_response()
 }
 
-async fn config_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    config(&st, &model, None)
-}
-
-async fn config_version(
-    State(st): State<Shared>,
-    Path((model, version)): Path<(String, String)>,
-) -> Response {
-    match parse_version(&version) {
-        Ok(v) => config(&st, &model, Some(v)),
-        Err(r) => r.into_response(),
-    }
-}
-
 fn duration_json(count: u64, d: std::time::Duration) -> Value {
     json!({ "count": count, "ns": u64::try_from(d.as_nanos()).unwrap_or(u64::MAX) })
 }
@@ -691,20 +675,6 @@ fn stats(st: &AppState, model: &str, version: Option<u64>) -> Response {
         .filter_map(|v| model_stats_json(&st.server, model, *v))
         .collect();
     axum::Json(json!({ "model_stats": stats })).into_response()
-}
-
-async fn stats_latest(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    stats(&st, &model, None)
-}
-
-async fn stats_version(
-    State(st): State<Shared>,
-    Path((model, version)): Path<(String, String)>,
-) -> Response {
-    match parse_version(&version) {
-        Ok(v) => stats(&st, &model, Some(v)),
-        Err(r) => r.into_response(),
-    }
 }
 
 async fn repository_index(State(st): State<Shared>) -> Response {
