@@ -135,48 +135,43 @@ fn from_contents(input: InferInputTensor) -> Result<Tensor, Status> {
     let shape = shape_of(&name, &input.shape)?;
     let c = input.contents.unwrap_or_default();
     let bad = |e: mlops_core::Error| Status::invalid_argument(e.to_string());
-    let narrow = |what: &str| {
-        Status::invalid_argument(format!("input '{name}': a value does not fit {what}"))
-    };
+    // INT8/16 and UINT8/16 travel in the 32-bit fields: each value must fit.
+    fn narrow<S: Copy, T: TryFrom<S>>(
+        values: &[S],
+        name: &str,
+        dtype: DataType,
+    ) -> Result<Vec<T>, Status> {
+        values
+            .iter()
+            .map(|&v| T::try_from(v))
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                Status::invalid_argument(format!("input '{name}': a value does not fit {dtype}"))
+            })
+    }
     let tensor = match dtype {
         DataType::Bool => Tensor::from_bools(name.clone(), shape, &c.bool_contents),
         DataType::Int8 => Tensor::from_vec(
             name.clone(),
             shape,
-            c.int_contents
-                .iter()
-                .map(|&v| i8::try_from(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| narrow("INT8"))?,
+            narrow::<_, i8>(&c.int_contents, &name, dtype)?,
         ),
         DataType::Int16 => Tensor::from_vec(
             name.clone(),
             shape,
-            c.int_contents
-                .iter()
-                .map(|&v| i16::try_from(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| narrow("INT16"))?,
+            narrow::<_, i16>(&c.int_contents, &name, dtype)?,
         ),
         DataType::Int32 => Tensor::from_vec(name.clone(), shape, c.int_contents),
         DataType::Int64 => Tensor::from_vec(name.clone(), shape, c.int64_contents),
         DataType::Uint8 => Tensor::from_vec(
             name.clone(),
             shape,
-            c.uint_contents
-                .iter()
-                .map(|&v| u8::try_from(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| narrow("UINT8"))?,
+            narrow::<_, u8>(&c.uint_contents, &name, dtype)?,
         ),
         DataType::Uint16 => Tensor::from_vec(
             name.clone(),
             shape,
-            c.uint_contents
-                .iter()
-                .map(|&v| u16::try_from(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| narrow("UINT16"))?,
+            narrow::<_, u16>(&c.uint_contents, &name, dtype)?,
         ),
         DataType::Uint32 => Tensor::from_vec(name.clone(), shape, c.uint_contents),
         DataType::Uint64 => Tensor::from_vec(name.clone(), shape, c.uint64_contents),
