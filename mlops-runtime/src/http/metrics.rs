@@ -5,73 +5,60 @@
 //! built for Triton read them unchanged; process CPU and memory follow the Prometheus
 //! client conventions.
 
-use std::sync::Arc;
-
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::server::ModelServer;
 
 /// Renders the exposition text for one server.
-pub(crate) struct Exporter;
-
-impl Exporter {
-    pub(crate) fn new() -> Self {
-        Exporter
-    }
-
-    pub(crate) fn render(&self, server: &Arc<ModelServer>) -> String {
-        // A fresh recorder of our own for each scrape: not the process-wide one (an
-        // application may install its own, and several servers may share a process), and
-        // not a long-lived one, whose counters could only grow (a reloaded model restarts
-        // from zero) and would keep unloaded models' series forever.
-        let recorder = PrometheusBuilder::new().build_recorder();
-        metrics::with_local_recorder(&recorder, || {
-            for (name, versions) in server.models() {
-                for version in versions {
-                    let Ok(s) = server.stats(&name, Some(version)) else {
-                        continue;
-                    };
-                    let labels = [("model", name.clone()), ("version", version.to_string())];
-                    let us =
-                        |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-                    metrics::counter!("nv_inference_request_success", &labels)
-                        .absolute(s.request_success);
-                    metrics::counter!("nv_inference_request_failure", &labels)
-                        .absolute(s.request_failure);
-                    metrics::counter!("nv_inference_count", &labels).absolute(s.inference_count);
-                    metrics::counter!("nv_inference_exec_count", &labels)
-                        .absolute(s.execution_count);
-                    metrics::counter!("nv_inference_request_duration_us", &labels)
-                        .absolute(us(s.request_duration));
-                    metrics::counter!("nv_inference_queue_duration_us", &labels)
-                        .absolute(us(s.queue_duration));
-                    metrics::counter!("nv_inference_compute_input_duration_us", &labels)
-                        .absolute(us(s.compute_input_duration));
-                    metrics::counter!("nv_inference_compute_infer_duration_us", &labels)
-                        .absolute(us(s.compute_infer_duration));
-                    metrics::counter!("nv_inference_compute_output_duration_us", &labels)
-                        .absolute(us(s.compute_output_duration));
-                    metrics::gauge!("nv_inference_pending_request_count", &labels)
-                        .set(s.pending as f64);
-                    for (size, count) in &s.batch_sizes {
-                        let labels = [
-                            ("model", name.clone()),
-                            ("version", version.to_string()),
-                            ("batch_size", size.to_string()),
-                        ];
-                        metrics::counter!("mlops_inference_batch_executions", &labels)
-                            .absolute(*count);
-                    }
+pub(crate) fn render(server: &ModelServer) -> String {
+    // A fresh recorder of our own for each scrape: not the process-wide one (an
+    // application may install its own, and several servers may share a process), and
+    // not a long-lived one, whose counters could only grow (a reloaded model restarts
+    // from zero) and would keep unloaded models' series forever.
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        for (name, versions) in server.models() {
+            for version in versions {
+                let Ok(s) = server.stats(&name, Some(version)) else {
+                    continue;
+                };
+                let labels = [("model", name.clone()), ("version", version.to_string())];
+                let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                metrics::counter!("nv_inference_request_success", &labels)
+                    .absolute(s.request_success);
+                metrics::counter!("nv_inference_request_failure", &labels)
+                    .absolute(s.request_failure);
+                metrics::counter!("nv_inference_count", &labels).absolute(s.inference_count);
+                metrics::counter!("nv_inference_exec_count", &labels).absolute(s.execution_count);
+                metrics::counter!("nv_inference_request_duration_us", &labels)
+                    .absolute(us(s.request_duration));
+                metrics::counter!("nv_inference_queue_duration_us", &labels)
+                    .absolute(us(s.queue_duration));
+                metrics::counter!("nv_inference_compute_input_duration_us", &labels)
+                    .absolute(us(s.compute_input_duration));
+                metrics::counter!("nv_inference_compute_infer_duration_us", &labels)
+                    .absolute(us(s.compute_infer_duration));
+                metrics::counter!("nv_inference_compute_output_duration_us", &labels)
+                    .absolute(us(s.compute_output_duration));
+                metrics::gauge!("nv_inference_pending_request_count", &labels)
+                    .set(s.pending as f64);
+                for (size, count) in &s.batch_sizes {
+                    let labels = [
+                        ("model", name.clone()),
+                        ("version", version.to_string()),
+                        ("batch_size", size.to_string()),
+                    ];
+                    metrics::counter!("mlops_inference_batch_executions", &labels).absolute(*count);
                 }
             }
-            if let Some((cpu, rss)) = process_usage() {
-                metrics::counter!("process_cpu_seconds_total").absolute(cpu as u64);
-                metrics::gauge!("process_cpu_seconds").set(cpu);
-                metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
-            }
-        });
-        recorder.handle().render()
-    }
+        }
+        if let Some((cpu, rss)) = process_usage() {
+            metrics::counter!("process_cpu_seconds_total").absolute(cpu as u64);
+            metrics::gauge!("process_cpu_seconds").set(cpu);
+            metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+        }
+    });
+    recorder.handle().render()
 }
 
 /// CPU seconds used and resident bytes of this process, from `/proc` (Linux).

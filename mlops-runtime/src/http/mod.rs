@@ -100,7 +100,6 @@ const BLOCKING_DECODE_BYTES: usize = 256 << 10;
 struct AppState {
     server: Arc<ModelServer>,
     config: HttpConfig,
-    exporter: metrics::Exporter,
 }
 
 type Shared = Arc<AppState>;
@@ -108,11 +107,7 @@ type Shared = Arc<AppState>;
 /// The Open Inference Protocol REST routes over `server`.
 pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
     let limit = config.max_body_bytes;
-    let state = Arc::new(AppState {
-        server,
-        config,
-        exporter: metrics::Exporter::new(),
-    });
+    let state = Arc::new(AppState { server, config });
     Router::new()
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(ready))
@@ -245,7 +240,6 @@ pub fn metrics_router(server: Arc<ModelServer>) -> Router {
     let state = Arc::new(AppState {
         server,
         config: HttpConfig::default(),
-        exporter: metrics::Exporter::new(),
     });
     Router::new()
         .route("/metrics", get(render_metrics))
@@ -752,7 +746,12 @@ async fn repository_unload(State(st): State<Shared>, Path(model): Path<String>) 
 }
 
 async fn render_metrics(State(st): State<Shared>) -> Response {
-    let text = st.exporter.render(&st.server);
+    // Reads /proc and walks every model's statistics: off the executor.
+    let server = st.server.clone();
+    let text = match tokio::task::spawn_blocking(move || metrics::render(&server)).await {
+        Ok(text) => text,
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
     (
         [(
             header::CONTENT_TYPE,
