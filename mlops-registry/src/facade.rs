@@ -87,11 +87,18 @@ impl Registry {
     /// The embedded registry in a directory (created if missing): metadata in
     /// `<dir>/registry.db` (SQLite), artifacts under `<dir>/artifacts/`.
     pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        let dir = dir.as_ref().to_path_buf();
+        // Directory creation and the store's temp-file sweep are file system calls: off the
+        // executor.
+        let store_dir = dir.clone();
+        let artifacts = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&store_dir).map_err(|e| Error::io(store_dir.display(), e))?;
+            OpendalStore::local(store_dir.join("artifacts"))
+        })
+        .await
+        .map_err(|e| Error::io(dir.display(), std::io::Error::other(e)))??;
         let db = Arc::new(SqliteRegistry::open(dir.join("registry.db")).await?);
-        let artifacts = Arc::new(OpendalStore::local(dir.join("artifacts"))?);
-        Ok(Self::new(db.clone(), artifacts, db))
+        Ok(Self::new(db.clone(), Arc::new(artifacts), db))
     }
 
     /// A registry in memory, artifacts included.
