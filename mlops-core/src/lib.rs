@@ -12,6 +12,8 @@
 //!   and the batch concatenation and split a batcher needs;
 //! - [`ModelRef`] names a registered model version (`name`, `name/7`, `name@production`),
 //!   and [`Infer`] is the inference interface a registry or profiler drives a model through;
+//! - [`ProfileReport`] is what a performance profile found: each [`ServingConfig`]'s
+//!   capacity at a latency target and the cheapest way to serve a demand;
 //! - [`Error`] is the one error type, naming the file or tensor at fault.
 //!
 //! ```no_run
@@ -29,6 +31,7 @@ pub mod format;
 pub mod infer;
 mod manifest;
 pub mod mlflow;
+pub mod profile;
 mod reference;
 mod signature;
 mod tensor;
@@ -39,6 +42,10 @@ pub use dtype::{DataType, Element, UnknownDataType};
 pub use error::{Error, Result};
 pub use format::{ModelFormat, detect, detect_bytes};
 pub use infer::{BoxError, Infer, InferFuture, Replica, ReplicaSource, ReplicasFuture};
+pub use profile::{
+    ComputeDevice, ConfigProfile, ConfigStatus, CostModel, Measurement, ProfileReport,
+    Recommendation, ServingConfig,
+};
 pub use manifest::{FileEntry, Lineage, MLMODEL_METADATA_KEY, ModelEntry, ModelManifest};
 pub use reference::{MAX_NAME_LEN, ModelRef, VersionSelector, validate_alias, validate_model_name};
 pub use signature::{Dim, Signature, TensorSpec};

@@ -1,9 +1,38 @@
-//! Performance testing for the mlops family.
+//! Performance testing for the mlops family: how much load a model takes under a given
+//! hardware budget, and the cheapest budget that meets a latency target.
 //!
-//! This crate will drive load against a served model at rising concurrency or request
-//! rate (closed and open loop, as perf_analyzer does), watch CPU, GPU and memory, and
-//! search serving configurations (CPU or GPU, GPU fraction under MPS, batch size,
-//! instances) for the cheapest one that meets a latency target. Its profiles give the
-//! capacity figures that `mlops-scale` scales on.
+//! - [`load`] drives load at a [`Target`] (the in-process server, or a remote Open
+//!   Inference Protocol endpoint over HTTP JSON, HTTP binary or gRPC): closed loop at a
+//!   fixed concurrency, or open loop at a constant or Poisson rate, in measurement windows
+//!   until perf_analyzer's stability rule holds, with percentiles from an HDR histogram;
+//! - [`input`] makes the requests: the model's bundled golden input, random data shaped
+//!   from its signature, or a file of requests;
+//! - [`launch`] starts a server as a child process under a [`Budget`] (CPU affinity,
+//!   intra-op threads, a memory limit, a GPU and its MPS share), waits until it is ready,
+//!   and always tears it down;
+//! - [`monitor`] samples the server's CPU and memory, the host's CPU, and the GPU through
+//!   NVML (feature `nvml`);
+//! - [`search`] walks a space of [`ServingConfig`]s, by brute force or by hill climbing,
+//!   and [`Profiler`] measures each configuration's capacity, recommends the cheapest way
+//!   to serve a demand, and confirms it;
+//! - [`report`] writes the [`ProfileReport`] as JSON, a Markdown table and SVG charts.
 //!
-//! Nothing is implemented yet; see the project's issue tracker.
+//! The report types live in `mlops-core` ([`mlops_core::profile`]) so that `mlops-scale`
+//! reads a profile without this crate.
+
+mod error;
+pub mod input;
+pub mod launch;
+pub mod load;
+pub mod monitor;
+mod profiler;
+pub mod report;
+pub mod search;
+pub mod server;
+pub mod target;
+
+pub use error::{Error, Result};
+pub use mlops_core::profile::{
+    ComputeDevice, ConfigProfile, ConfigStatus, CostModel, Measurement, ProfileReport,
+    Recommendation, ServingConfig,
+};
