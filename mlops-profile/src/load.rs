@@ -1,1 +1,622 @@
-//! TODO
+//! The load generator: closed loop at a fixed concurrency, or open loop at a constant or
+//! Poisson rate, measured in windows until perf_analyzer's stability rule holds.
+//!
+//! - **Closed loop** ([`LoadMode::Concurrency`]): `n` workers, each sending its next
+//!   request as soon as the previous one is answered.
+//! - **Open loop** ([`LoadMode::Rate`]): requests leave at their scheduled times whether
+//!   or not earlier ones were answered; latency is measured from the *scheduled* time, so a
+//!   server (or a client) that falls behind shows in the figures instead of hiding the
+//!   delay (coordinated omission, as `wrk2` and `oha` correct it).
+//!
+//! After a warm-up, windows of [`LoadConfig::window`] are measured until the last
+//! [`LoadConfig::stability_windows`] agree within [`LoadConfig::stability_threshold`] on
+//! throughput and on the target percentile's latency, with none at zero throughput, or
+//! until [`LoadConfig::max_trials`] windows: perf_analyzer's defaults are 3 windows, 10%
+//! and 10 trials. The result merges the last windows.
+//!
+//! Latencies go into HDR histograms (microsecond resolution, 3 significant digits), one per
+//! worker shard, so recording never contends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mlops_core::Tensor;
+use mlops_core::profile::{LatencySummary, LoadPoint, Measurement};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Exp};
+
+use crate::error::{Error, Result};
+use crate::input::{RequestSet, check_outputs};
+use crate::target::{Prepared, Target};
+
+/// How load is applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LoadMode {
+    /// Closed loop: this many requests outstanding at all times.
+    Concurrency(usize),
+    /// Open loop: requests per second, evenly spaced or with Poisson arrivals.
+    Rate {
+        /// Requests per second.
+        rps: f64,
+        /// Exponential gaps between requests instead of even ones.
+        poisson: bool,
+    },
+}
+
+impl LoadMode {
+    /// The load point as reports write it.
+    pub fn point(self) -> LoadPoint {
+        match self {
+            LoadMode::Concurrency(concurrency) => LoadPoint::Concurrency { concurrency },
+            LoadMode::Rate { rps, poisson } => LoadPoint::Rate { rps, poisson },
+        }
+    }
+}
+
+/// How measurements are taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadConfig {
+    /// Load before measuring, discarded.
+    pub warmup: Duration,
+    /// One measurement window (perf_analyzer: 5 s).
+    pub window: Duration,
+    /// How far apart the last windows may be, as a fraction (0.10).
+    pub stability_threshold: f64,
+    /// How many windows must agree (3).
+    pub stability_windows: usize,
+    /// The most windows before giving up on stability (10).
+    pub max_trials: usize,
+    /// The latency percentile stability and targets are judged on (99).
+    pub percentile: u8,
+    /// Check every answer against the expected outputs, when the requests have them.
+    pub check_outputs: bool,
+    /// Absolute tolerance for the check.
+    pub atol: f64,
+    /// Relative tolerance for the check.
+    pub rtol: f64,
+    /// A request not answered within this is counted as a `timeout` error.
+    pub request_timeout: Duration,
+    /// Open loop: the most requests in flight; a request due beyond it is counted as a
+    /// `client_limit` error rather than delayed.
+    pub max_in_flight: usize,
+    /// Seed for Poisson arrivals.
+    pub seed: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(5),
+            stability_threshold: 0.10,
+            stability_windows: 3,
+            max_trials: 10,
+            percentile: 99,
+            check_outputs: false,
+            atol: 1e-4,
+            rtol: 1e-3,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 16_384,
+            seed: 0,
+        }
+    }
+}
+
+impl LoadConfig {
+    /// Sets the warm-up.
+    pub fn with_warmup(mut self, warmup: Duration) -> Self {
+        self.warmup = warmup;
+        self
+    }
+
+    /// Sets the window length.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets the stability threshold (a fraction).
+    pub fn with_stability_threshold(mut self, threshold: f64) -> Self {
+        self.stability_threshold = threshold;
+        self
+    }
+
+    /// Sets how many windows must agree.
+    pub fn with_stability_windows(mut self, windows: usize) -> Self {
+        self.stability_windows = windows;
+        self
+    }
+
+    /// Sets the most windows per measurement.
+    pub fn with_max_trials(mut self, trials: usize) -> Self {
+        self.max_trials = trials;
+        self
+    }
+
+    /// Sets the percentile latency is judged on.
+    pub fn with_percentile(mut self, percentile: u8) -> Self {
+        self.percentile = percentile;
+        self
+    }
+
+    /// Checks every answer against the expected outputs.
+    pub fn with_check_outputs(mut self, check: bool) -> Self {
+        self.check_outputs = check;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Seeds Poisson arrivals.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.window.is_zero() {
+            return Err(Error::Config("the measurement window must be longer than 0".into()));
+        }
+        if self.stability_windows == 0 || self.max_trials < self.stability_windows {
+            return Err(Error::Config(format!(
+                "max_trials ({}) must be at least stability_windows ({}), which must be at least 1",
+                self.max_trials, self.stability_windows
+            )));
+        }
+        if self.stability_threshold.is_nan() || self.stability_threshold < 0.0 {
+            return Err(Error::Config("the stability threshold must be 0 or more".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One window's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowStats {
+    /// Answered requests per second.
+    pub throughput_rps: f64,
+    /// Latency of the answered requests.
+    pub latency: LatencySummary,
+    /// Answered requests.
+    pub requests: u64,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The window's length.
+    pub elapsed: Duration,
+}
+
+/// A measurement with its windows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeasureOutcome {
+    /// The merged result over the last windows.
+    pub measurement: Measurement,
+    /// Every window, in order (the last ones were merged).
+    pub windows: Vec<WindowStats>,
+}
+
+/// One shard of results: a worker (closed loop) or a slice of the requests (open loop)
+/// records here.
+struct Shard {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            histogram: new_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 hour at 3 significant digits: fixed bounds, so this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+struct Recorder {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Recorder {
+    fn new(shards: usize) -> Recorder {
+        Recorder {
+            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::new())).collect(),
+        }
+    }
+
+    fn record(&self, shard: usize, outcome: std::result::Result<Duration, String>) {
+        let mut s = self.shards[shard % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(latency) => {
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+                s.histogram.saturating_record(us);
+                s.ok += 1;
+            }
+            Err(kind) => *s.errors.entry(kind).or_insert(0) += 1,
+        }
+    }
+
+    /// Everything recorded since the last call, merged; the shards start afresh.
+    fn take(&self) -> Shard {
+        let mut merged = Shard::new();
+        for shard in &self.shards {
+            let taken = std::mem::replace(
+                &mut *shard.lock().unwrap_or_else(|p| p.into_inner()),
+                Shard::new(),
+            );
+            merge(&mut merged, &taken);
+        }
+        merged
+    }
+}
+
+fn merge(into: &mut Shard, from: &Shard) {
+    // Same bounds on both sides: adding cannot fail.
+    let _ = into.histogram.add(&from.histogram);
+    into.ok += from.ok;
+    for (k, v) in &from.errors {
+        *into.errors.entry(k.clone()).or_insert(0) += v;
+    }
+}
+
+fn summarise(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    LatencySummary {
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p90_ms: ms(h.value_at_quantile(0.90)),
+        p95_ms: ms(h.value_at_quantile(0.95)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+    }
+}
+
+fn percentile_of(l: &LatencySummary, percentile: u8) -> f64 {
+    match percentile {
+        50 => l.p50_ms,
+        90 => l.p90_ms,
+        95 => l.p95_ms,
+        99 => l.p99_ms,
+        _ => l.max_ms,
+    }
+}
+
+/// perf_analyzer's rule: over the last `k` windows, max/min of throughput and of latency
+/// within `1 + threshold`, and no window without an answer.
+pub fn is_stable(windows: &[WindowStats], k: usize, threshold: f64, percentile: u8) -> bool {
+    if k == 0 || windows.len() < k {
+        return false;
+    }
+    let last = &windows[windows.len() - k..];
+    let within = |values: Vec<f64>| {
+        let max = values.iter().copied().fold(f64::MIN, f64::max);
+        let min = values.iter().copied().fold(f64::MAX, f64::min);
+        min > 0.0 && max / min <= 1.0 + threshold + 1e-12
+    };
+    within(last.iter().map(|w| w.throughput_rps).collect())
+        && within(last.iter().map(|w| percentile_of(&w.latency, percentile)).collect())
+}
+
+/// The process's CPU time (user + system) so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+struct Shared {
+    target: Arc<dyn Target>,
+    requests: Vec<Prepared>,
+    expected: Option<Vec<Vec<Tensor>>>,
+    config: LoadConfig,
+    recorder: Recorder,
+    stop: AtomicBool,
+    in_flight: AtomicUsize,
+    sent: AtomicU64,
+}
+
+impl Shared {
+    /// Sends request `i` and returns its outcome: the latency, or the error's kind.
+    async fn one(&self, i: usize) -> std::result::Result<(), String> {
+        let index = i % self.requests.len();
+        let check = self.config.check_outputs && self.expected.is_some();
+        let sent = tokio::time::timeout(
+            self.config.request_timeout,
+            self.target.send(&self.requests[index], check),
+        )
+        .await;
+        match sent {
+            Err(_) => Err("timeout".into()),
+            Ok(Err(e)) => Err(e.kind),
+            Ok(Ok(outputs)) => {
+                if let (true, Some(expected), Some(got)) = (check, &self.expected, outputs) {
+                    check_outputs(&got, &expected[index], self.config.atol, self.config.rtol)
+                        .map_err(|_| "mismatch".to_owned())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Drives load at one target with one set of requests.
+pub struct LoadGenerator {
+    shared: Arc<Shared>,
+}
+
+impl LoadGenerator {
+    /// Prepares every request for `target` once.
+    pub fn new(target: Arc<dyn Target>, requests: &RequestSet, config: LoadConfig) -> Result<Self> {
+        config.validate()?;
+        if requests.requests.is_empty() {
+            return Err(Error::Config("no requests to send".into()));
+        }
+        let prepared = requests
+            .requests
+            .iter()
+            .map(|r| target.prepare(r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LoadGenerator {
+            shared: Arc::new(Shared {
+                target,
+                requests: prepared,
+                expected: requests.expected.clone(),
+                config,
+                recorder: Recorder::new(1),
+                stop: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                sent: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LoadConfig {
+        &self.shared.config
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.shared.target
+    }
+
+    /// A generator for the same target and requests with other settings.
+    pub fn with_config(&self, config: LoadConfig) -> Result<LoadGenerator> {
+        config.validate()?;
+        Ok(LoadGenerator {
+            shared: Arc::new(Shared {
+                target: self.shared.target.clone(),
+                requests: self.shared.requests.clone(),
+                expected: self.shared.expected.clone(),
+                config,
+                recorder: Recorder::new(1),
+                stop: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                sent: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Measures one load point: warm-up, then windows until stable or the trial limit.
+    pub async fn measure(&self, mode: LoadMode) -> Result<MeasureOutcome> {
+        let shards = match mode {
+            LoadMode::Concurrency(0) => {
+                return Err(Error::Config("concurrency must be at least 1".into()));
+            }
+            LoadMode::Concurrency(n) => n,
+            LoadMode::Rate { rps, .. } if !(rps > 0.0 && rps.is_finite()) => {
+                return Err(Error::Config(format!("request rate must be above 0, not {rps}")));
+            }
+            LoadMode::Rate { .. } => 16,
+        };
+        // A fresh run state over the prepared requests.
+        let run = Arc::new(Shared {
+            target: self.shared.target.clone(),
+            requests: self.shared.requests.clone(),
+            expected: self.shared.expected.clone(),
+            config: self.shared.config.clone(),
+            recorder: Recorder::new(shards),
+            stop: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+        });
+        let driver = match mode {
+            LoadMode::Concurrency(n) => tokio::spawn(closed_loop(run.clone(), n)),
+            LoadMode::Rate { rps, poisson } => tokio::spawn(open_loop(run.clone(), rps, poisson)),
+        };
+        let config = &run.config;
+        tokio::time::sleep(config.warmup).await;
+        run.recorder.take();
+        let cpu_start = process_cpu();
+        let mut windows = Vec::new();
+        let mut taken: Vec<Shard> = Vec::new();
+        let mut stable = false;
+        for _ in 0..config.max_trials {
+            let started = Instant::now();
+            tokio::time::sleep(config.window).await;
+            let shard = run.recorder.take();
+            let elapsed = started.elapsed();
+            windows.push(WindowStats {
+                throughput_rps: shard.ok as f64 / elapsed.as_secs_f64(),
+                latency: summarise(&shard.histogram),
+                requests: shard.ok,
+                errors: shard.errors.clone(),
+                elapsed,
+            });
+            taken.push(shard);
+            if is_stable(&windows, config.stability_windows, config.stability_threshold, config.percentile) {
+                stable = true;
+                break;
+            }
+        }
+        let cpu = process_cpu().saturating_sub(cpu_start);
+        run.stop.store(true, Ordering::Release);
+        // Workers finish the request they are on (bounded by the request timeout).
+        let _ = tokio::time::timeout(config.request_timeout + Duration::from_secs(1), driver).await;
+        let k = config.stability_windows.min(taken.len());
+        let mut merged = Shard::new();
+        let mut elapsed = Duration::ZERO;
+        for (shard, window) in taken[taken.len() - k..].iter().zip(&windows[windows.len() - k..]) {
+            merge(&mut merged, shard);
+            elapsed += window.elapsed;
+        }
+        let all_requests: u64 = taken.iter().map(|s| s.ok + s.errors.values().sum::<u64>()).sum();
+        let measurement = Measurement {
+            load: mode.point(),
+            throughput_rps: merged.ok as f64 / elapsed.as_secs_f64().max(1e-9),
+            latency: summarise(&merged.histogram),
+            requests: merged.ok,
+            errors: merged.errors,
+            stable,
+            trials: windows.len(),
+            client_cpu_us_per_request: if all_requests == 0 {
+                0.0
+            } else {
+                cpu.as_secs_f64() * 1e6 / all_requests as f64
+            },
+            resources: None,
+        };
+        Ok(MeasureOutcome {
+            measurement,
+            windows,
+        })
+    }
+
+    /// Measures each concurrency in turn.
+    pub async fn sweep_concurrency(&self, levels: &[usize]) -> Result<Vec<MeasureOutcome>> {
+        let mut out = Vec::with_capacity(levels.len());
+        for &n in levels {
+            out.push(self.measure(LoadMode::Concurrency(n)).await?);
+        }
+        Ok(out)
+    }
+
+    /// Measures each rate in turn.
+    pub async fn sweep_rate(&self, rates: &[f64], poisson: bool) -> Result<Vec<MeasureOutcome>> {
+        let mut out = Vec::with_capacity(rates.len());
+        for &rps in rates {
+            out.push(self.measure(LoadMode::Rate { rps, poisson }).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sends exactly `count` requests at `concurrency` (as perf_analyzer's
+    /// `--request-count`) and returns how long they took and how many failed.
+    pub async fn run_requests(&self, concurrency: usize, count: u64) -> (Duration, u64) {
+        let next = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut workers = Vec::with_capacity(concurrency.max(1));
+        for _ in 0..concurrency.max(1) {
+            let (shared, next, failed) = (self.shared.clone(), next.clone(), failed.clone());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    if shared.one(i as usize).await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            let _ = w.await;
+        }
+        (started.elapsed(), failed.load(Ordering::Relaxed))
+    }
+}
+
+async fn closed_loop(run: Arc<Shared>, concurrency: usize) {
+    let mut workers = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let run = run.clone();
+        workers.push(tokio::spawn(async move {
+            let mut i = worker;
+            while !run.stop.load(Ordering::Acquire) {
+                let started = Instant::now();
+                let outcome = run.one(i).await;
+                let failed_to_connect = matches!(&outcome, Err(k) if k == "connect");
+                run.recorder.record(worker, outcome.map(|()| started.elapsed()));
+                i = i.wrapping_add(concurrency);
+                if failed_to_connect {
+                    // A server that is down answers at once: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+async fn open_loop(run: Arc<Shared>, rps: f64, poisson: bool) {
+    let mut rng = StdRng::seed_from_u64(run.config.seed);
+    let exp = Exp::new(rps).ok();
+    let gap = |rng: &mut StdRng| -> Duration {
+        let seconds = match (&exp, poisson) {
+            (Some(e), true) => e.sample(rng),
+            _ => 1.0 / rps,
+        };
+        Duration::from_secs_f64(seconds)
+    };
+    let start = Instant::now();
+    let mut due = start;
+    let mut seq: usize = 0;
+    while !run.stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        while due <= now {
+            let intended = due;
+            let shard = seq;
+            if run.in_flight.load(Ordering::Acquire) >= run.config.max_in_flight {
+                run.recorder.record(shard, Err("client_limit".into()));
+            } else {
+                run.in_flight.fetch_add(1, Ordering::AcqRel);
+                run.sent.fetch_add(1, Ordering::Relaxed);
+                let r = run.clone();
+                tokio::spawn(async move {
+                    let outcome = r.one(shard).await;
+                    // From the scheduled time: a late send counts against latency.
+                    r.recorder.record(shard, outcome.map(|()| intended.elapsed()));
+                    r.in_flight.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            seq = seq.wrapping_add(1);
+            due += gap(&mut rng);
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+    }
+    // Let what was sent finish, within the request timeout.
+    let deadline = Instant::now() + run.config.request_timeout;
+    while run.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,1 +1,691 @@
-//! TODO
+//! The profiler: for each configuration a search picks, launch the server under that
+//! budget, find its capacity at the latency target, and in the end recommend the cheapest
+//! way to serve the demand and confirm it holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use mlops_core::ModelManifest;
+use mlops_core::profile::{
+    ComputeDevice, ConfigProfile, ConfigStatus, Confirmation, CostModel, HostInfo, Measurement,
+    PROFILE_SCHEMA_VERSION, ProfileReport, ProfiledModel, Recommendation, SearchSummary,
+    ServingConfig,
+};
+
+use crate::error::{Error, Result};
+use crate::input::RequestSet;
+use crate::launch::{Budget, ServerCommand, ServerProcess, allowed_cpus};
+use crate::load::{LoadConfig, LoadGenerator, LoadMode};
+use crate::monitor::{MonitorConfig, Sampler};
+use crate::search::{Scores, SearchSpace, Strategy, objective};
+use crate::target::{GrpcTarget, HttpEncoding, HttpTarget, Target};
+
+/// How the profiler reaches the servers it launches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP with JSON tensors, as most clients send.
+    #[default]
+    HttpJson,
+    /// HTTP with the binary tensor extension.
+    HttpBinary,
+    /// gRPC with raw tensor contents.
+    Grpc,
+}
+
+impl Protocol {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpJson => "http_json",
+            Protocol::HttpBinary => "http_binary",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// What the profiler aims for and how it measures.
+#[derive(Clone, Debug)]
+pub struct ProfilerConfig {
+    /// The latency target, in milliseconds, on [`LoadConfig::percentile`].
+    pub latency_target_ms: f64,
+    /// The demand to serve, in requests per second; `None` ranks by throughput per cost.
+    pub demand_rps: Option<f64>,
+    /// Prices.
+    pub cost: CostModel,
+    /// Windows, stability, percentile.
+    pub load: LoadConfig,
+    /// How requests reach the server.
+    pub protocol: Protocol,
+    /// The highest concurrency a capacity sweep goes to.
+    pub max_concurrency: usize,
+    /// A sweep stops once this many steps in a row gained less than 5% throughput.
+    pub saturation_steps: usize,
+    /// Drive the recommendation at its capacity once more to confirm it.
+    pub confirm: bool,
+    /// How often resources are sampled.
+    pub sample_interval: Duration,
+    /// A memory limit for every launched server.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+impl Default for ProfilerConfig {
+    fn default() -> Self {
+        ProfilerConfig {
+            latency_target_ms: 10.0,
+            demand_rps: None,
+            cost: CostModel::default(),
+            load: LoadConfig::default(),
+            protocol: Protocol::default(),
+            max_concurrency: 64,
+            saturation_steps: 2,
+            confirm: true,
+            sample_interval: Duration::from_millis(100),
+            memory_limit_bytes: None,
+        }
+    }
+}
+
+impl ProfilerConfig {
+    /// Sets the latency target in milliseconds.
+    pub fn with_latency_target_ms(mut self, ms: f64) -> Self {
+        self.latency_target_ms = ms;
+        self
+    }
+
+    /// Sets the demand in requests per second.
+    pub fn with_demand_rps(mut self, rps: f64) -> Self {
+        self.demand_rps = Some(rps);
+        self
+    }
+
+    /// Sets the cost model.
+    pub fn with_cost(mut self, cost: CostModel) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Sets how measurements are taken.
+    pub fn with_load(mut self, load: LoadConfig) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// Sets the protocol.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets the highest concurrency.
+    pub fn with_max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// Whether to run the confirmation.
+    pub fn with_confirm(mut self, confirm: bool) -> Self {
+        self.confirm = confirm;
+        self
+    }
+
+    /// Limits every launched server's memory.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit_bytes = Some(bytes);
+        self
+    }
+}
+
+/// Profiles one model over a space of configurations.
+pub struct Profiler {
+    model_path: PathBuf,
+    model: ProfiledModel,
+    command: ServerCommand,
+    requests: RequestSet,
+    config: ProfilerConfig,
+    interrupt: Arc<AtomicBool>,
+    progress: Option<ProgressBar>,
+}
+
+impl Profiler {
+    /// A profiler for the model at `path`, launched with `command`, sending `requests`.
+    pub fn new(
+        path: &Path,
+        manifest: &ModelManifest,
+        command: ServerCommand,
+        requests: RequestSet,
+        config: ProfilerConfig,
+    ) -> Result<Profiler> {
+        if !(config.latency_target_ms > 0.0 && config.latency_target_ms.is_finite()) {
+            return Err(Error::Config(format!(
+                "the latency target must be a positive number of milliseconds, not {}",
+                config.latency_target_ms
+            )));
+        }
+        if let Some(d) = config.demand_rps
+            && !(d > 0.0 && d.is_finite())
+        {
+            return Err(Error::Config(format!("the demand must be above 0 req/s, not {d}")));
+        }
+        if config.max_concurrency == 0 {
+            return Err(Error::Config("max_concurrency must be at least 1".into()));
+        }
+        let sha256 = manifest
+            .files
+            .iter()
+            .find(|f| f.path == manifest.entry.path)
+            .map(|f| f.sha256.clone());
+        Ok(Profiler {
+            model_path: path.to_path_buf(),
+            model: ProfiledModel {
+                name: manifest.name.clone(),
+                version: None,
+                sha256,
+                format: manifest.entry.format.to_string(),
+            },
+            command,
+            requests,
+            config,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            progress: None,
+        })
+    }
+
+    /// Sets the registry version the report names.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.model.version = Some(version);
+        self
+    }
+
+    /// Shows progress on this bar (one step per configuration).
+    pub fn with_progress(mut self, bar: ProgressBar) -> Self {
+        self.progress = Some(bar);
+        self
+    }
+
+    /// Shows a progress bar on the terminal (hidden when stderr is not one).
+    pub fn with_progress_bar(self) -> Self {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} configurations  {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.with_progress(bar)
+    }
+
+    /// A flag that, once set (on Ctrl-C, say), stops the run after the measurement in
+    /// progress; the report keeps what was measured and says it was interrupted.
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Acquire)
+    }
+
+    fn say(&self, message: String) {
+        if let Some(bar) = &self.progress {
+            bar.set_message(message);
+        }
+    }
+
+    /// Why `config` cannot run on this host, if it cannot.
+    pub fn unavailable_reason(config: &ServingConfig, host: &HostInfo) -> Option<String> {
+        let cores = allowed_cpus().len();
+        if config.cpu_cores as usize > cores {
+            return Some(format!(
+                "{} CPU cores asked for, {cores} available",
+                config.cpu_cores
+            ));
+        }
+        if let ComputeDevice::Gpu { index } = config.device {
+            if host.gpus.is_empty() {
+                return Some(format!(
+                    "no GPU: {}",
+                    host.gpu_unavailable.clone().unwrap_or_else(|| "none found".into())
+                ));
+            }
+            if index as usize >= host.gpus.len() {
+                return Some(format!("GPU {index} asked for, {} present", host.gpus.len()));
+            }
+            if !cfg!(feature = "cuda") {
+                return Some("not compiled with the `cuda` feature".into());
+            }
+        }
+        None
+    }
+
+    /// Runs the search over `space` with `strategy`, measures what it picks, recommends
+    /// and confirms. Configurations that cannot run here are listed as unavailable with
+    /// the reason; ones that fail are marked failed and the search goes on.
+    pub async fn run(&self, mut space: SearchSpace, strategy: &mut dyn Strategy) -> Result<ProfileReport> {
+        let started = Instant::now();
+        let started_at = chrono::Utc::now().to_rfc3339();
+        let host = crate::monitor::host_info();
+        let space_size = space.len();
+        let mut profiles: Vec<ConfigProfile> = Vec::new();
+        let removed = space.retain(|c| Self::unavailable_reason(c, &host).is_none());
+        for config in removed {
+            let reason = Self::unavailable_reason(&config, &host).unwrap_or_default();
+            profiles.push(ConfigProfile {
+                id: config.id(),
+                cost_per_hour: self.config.cost.hourly(&config),
+                config,
+                status: ConfigStatus::Unavailable { reason },
+                capacity_rps: None,
+                capacity_point: None,
+                curve: Vec::new(),
+            });
+        }
+        let mut sampler_config = MonitorConfig::default().with_interval(self.config.sample_interval);
+        if let Some(gpu) = space.configs().iter().find_map(|c| match c.device {
+            ComputeDevice::Gpu { index } => Some(index),
+            ComputeDevice::Cpu => None,
+        }) {
+            sampler_config = sampler_config.with_gpu(gpu);
+        }
+        let sampler = Sampler::start(sampler_config);
+        if let Some(bar) = &self.progress {
+            bar.set_length(space.len() as u64);
+        }
+        let mut scores = Scores::new();
+        let mut measured: Vec<(usize, ConfigProfile)> = Vec::new();
+        let mut path = Vec::new();
+        let mut interrupted = false;
+        while let Some(i) = strategy.next(&space, &scores) {
+            if self.interrupted() {
+                interrupted = true;
+                break;
+            }
+            let config = space.config(i).clone();
+            path.push(config.id());
+            let profile = self.measure_config(&config, &sampler).await;
+            let score = profile
+                .capacity_rps
+                .map(|cap| objective(&self.config.cost, &config, cap, self.config.demand_rps));
+            scores.insert(i, score);
+            measured.push((i, profile));
+            if let Some(bar) = &self.progress {
+                bar.inc(1);
+            }
+        }
+        let measured_count = measured.len();
+        for (i, config) in space.configs().iter().enumerate() {
+            if let Some(pos) = measured.iter().position(|(j, _)| *j == i) {
+                profiles.push(measured[pos].1.clone());
+            } else {
+                profiles.push(ConfigProfile {
+                    id: config.id(),
+                    cost_per_hour: self.config.cost.hourly(config),
+                    config: config.clone(),
+                    status: ConfigStatus::Skipped,
+                    capacity_rps: None,
+                    capacity_point: None,
+                    curve: Vec::new(),
+                });
+            }
+        }
+        interrupted |= self.interrupted();
+        let recommendation = self.recommend(&profiles);
+        let confirmation = match (&recommendation, self.config.confirm && !interrupted) {
+            (Some(r), true) if r.meets_target => {
+                self.say(format!("confirming {} at {:.0} req/s", r.config_id, r.capacity_rps));
+                Some(self.confirm(&r.config, r.capacity_rps, &sampler).await)
+            }
+            _ => None,
+        };
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+        Ok(ProfileReport {
+            schema_version: PROFILE_SCHEMA_VERSION,
+            model: self.model.clone(),
+            host,
+            protocol: self.config.protocol.name().to_owned(),
+            latency_target_ms: self.config.latency_target_ms,
+            percentile: self.config.load.percentile,
+            demand_rps: self.config.demand_rps,
+            cost_model: self.config.cost.clone(),
+            configs: profiles,
+            recommendation,
+            confirmation,
+            search: SearchSummary {
+                strategy: strategy.name().to_owned(),
+                seed: self.config.load.seed,
+                space_size,
+                measured: measured_count,
+                path,
+            },
+            samples: sampler.samples(),
+            started_at,
+            duration_s: started.elapsed().as_secs_f64(),
+            interrupted,
+        })
+    }
+
+    fn target_for(&self, server: &ServerProcess) -> Result<Arc<dyn Target>> {
+        let name = &self.model.name;
+        Ok(match self.config.protocol {
+            Protocol::HttpJson => Arc::new(HttpTarget::new(&server.http_url(), name, None, HttpEncoding::Json)?),
+            Protocol::HttpBinary => Arc::new(HttpTarget::new(&server.http_url(), name, None, HttpEncoding::Binary)?),
+            Protocol::Grpc => Arc::new(GrpcTarget::new(&server.grpc_url(), name, None, 4)?),
+        })
+    }
+
+    async fn launch(&self, config: &ServingConfig) -> Result<ServerProcess> {
+        let mut budget = Budget::for_config(config)?;
+        if let Some(limit) = self.config.memory_limit_bytes {
+            budget = budget.with_memory_limit(limit);
+        }
+        ServerProcess::launch(&self.command, &budget, config, &self.model_path, &self.model.name).await
+    }
+
+    /// Launches `config`, sweeps concurrency to find its capacity at the target, and stops
+    /// the server. Never fails: a failure is the profile's status.
+    pub async fn measure_config(&self, config: &ServingConfig, sampler: &Sampler) -> ConfigProfile {
+        let id = config.id();
+        let mut profile = ConfigProfile {
+            id: id.clone(),
+            cost_per_hour: self.config.cost.hourly(config),
+            config: config.clone(),
+            status: ConfigStatus::Measured,
+            capacity_rps: None,
+            capacity_point: None,
+            curve: Vec::new(),
+        };
+        self.say(format!("{id}: starting the server"));
+        let server = match self.launch(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                profile.status = ConfigStatus::Failed { reason: e.to_string() };
+                return profile;
+            }
+        };
+        sampler.watch(Some(server.pid()), &id);
+        let result = self.sweep(&id, &server, sampler, &mut profile.curve).await;
+        sampler.watch(None, "");
+        match result {
+            Ok(()) => {
+                let (capacity, point) = capacity_of(
+                    &profile.curve,
+                    self.config.latency_target_ms,
+                    self.config.load.percentile,
+                );
+                profile.capacity_rps = Some(capacity);
+                profile.capacity_point = point;
+            }
+            Err(reason) => profile.status = ConfigStatus::Failed { reason },
+        }
+        drop(server);
+        profile
+    }
+
+    /// Concurrency 1, 2, 4, … until the target percentile passes the target, throughput
+    /// stops growing, or `max_concurrency`; then one step between the last good and the
+    /// first bad concurrency.
+    async fn sweep(
+        &self,
+        id: &str,
+        server: &ServerProcess,
+        sampler: &Sampler,
+        curve: &mut Vec<Measurement>,
+    ) -> std::result::Result<(), String> {
+        let target = self.target_for(server).map_err(|e| e.to_string())?;
+        let generator = LoadGenerator::new(target, &self.requests, self.config.load.clone())
+            .map_err(|e| e.to_string())?;
+        let percentile = self.config.load.percentile;
+        let limit = self.config.latency_target_ms;
+        let mut concurrency = 1usize;
+        let mut best = 0.0f64;
+        let mut flat_steps = 0;
+        let mut last_good: Option<usize> = None;
+        let mut first_bad: Option<usize> = None;
+        loop {
+            if self.interrupted() {
+                return Ok(());
+            }
+            self.say(format!("{id}: concurrency {concurrency}"));
+            let m = self.point(&generator, server, sampler, LoadMode::Concurrency(concurrency)).await?;
+            let good = meets(&m, limit, percentile);
+            let throughput = m.throughput_rps;
+            curve.push(m);
+            if curve.len() == 1 && throughput == 0.0 {
+                let errors = &curve[0].errors;
+                return Err(format!("no request was answered at concurrency 1 (errors: {errors:?})"));
+            }
+            if good {
+                last_good = Some(concurrency);
+            } else {
+                first_bad = Some(concurrency);
+                break;
+            }
+            if throughput < best * 1.05 {
+                flat_steps += 1;
+            } else {
+                flat_steps = 0;
+            }
+            best = best.max(throughput);
+            if flat_steps >= self.config.saturation_steps || concurrency >= self.config.max_concurrency {
+                break;
+            }
+            concurrency = (concurrency * 2).min(self.config.max_concurrency);
+        }
+        if let (Some(good), Some(bad)) = (last_good, first_bad) {
+            let middle = good + (bad - good) / 2;
+            if middle > good && middle < bad && !self.interrupted() {
+                self.say(format!("{id}: concurrency {middle}"));
+                let m = self.point(&generator, server, sampler, LoadMode::Concurrency(middle)).await?;
+                curve.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    async fn point(
+        &self,
+        generator: &LoadGenerator,
+        server: &ServerProcess,
+        sampler: &Sampler,
+        mode: LoadMode,
+    ) -> std::result::Result<Measurement, String> {
+        let since = Instant::now();
+        let outcome = generator.measure(mode).await.map_err(|e| e.to_string())?;
+        if let Some(status) = server.exit_status() {
+            return Err(format!(
+                "the server exited ({status}) during {}; its output ends:\n{}",
+                mode.point(),
+                server.log_tail(1500)
+            ));
+        }
+        let mut m = outcome.measurement;
+        m.resources = Some(sampler.summary_since(since));
+        Ok(m)
+    }
+
+    /// The cheapest configuration for the demand (or the best throughput per cost), or the
+    /// closest one when none meets the target.
+    pub fn recommend(&self, profiles: &[ConfigProfile]) -> Option<Recommendation> {
+        recommend(profiles, &self.config.cost, self.config.demand_rps, self.config.latency_target_ms, self.config.load.percentile)
+    }
+
+    /// Launches `config` again and drives it at `rate_rps` (open loop, evenly spaced);
+    /// passes when every window meets the target with no failed request.
+    pub async fn confirm(&self, config: &ServingConfig, rate_rps: f64, sampler: &Sampler) -> Confirmation {
+        let id = config.id();
+        let failed = |reason: String| Confirmation {
+            config_id: id.clone(),
+            rate_rps,
+            measurement: Measurement {
+                load: LoadMode::Rate { rps: rate_rps, poisson: false }.point(),
+                throughput_rps: 0.0,
+                latency: Default::default(),
+                requests: 0,
+                errors: [(reason, 1)].into_iter().collect(),
+                stable: false,
+                trials: 0,
+                client_cpu_us_per_request: 0.0,
+                resources: None,
+            },
+            window_latency_ms: Vec::new(),
+            passed: false,
+        };
+        let server = match self.launch(config).await {
+            Ok(s) => s,
+            Err(e) => return failed(e.to_string()),
+        };
+        sampler.watch(Some(server.pid()), &format!("{id} (confirmation)"));
+        let generator = match self
+            .target_for(&server)
+            .and_then(|t| LoadGenerator::new(t, &self.requests, self.config.load.clone()))
+        {
+            Ok(g) => g,
+            Err(e) => return failed(e.to_string()),
+        };
+        let since = Instant::now();
+        let outcome = generator.measure(LoadMode::Rate { rps: rate_rps, poisson: false }).await;
+        sampler.watch(None, "");
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => return failed(e.to_string()),
+        };
+        let percentile = self.config.load.percentile;
+        let window_latency_ms: Vec<f64> = outcome
+            .windows
+            .iter()
+            .map(|w| match percentile {
+                50 => w.latency.p50_ms,
+                90 => w.latency.p90_ms,
+                95 => w.latency.p95_ms,
+                99 => w.latency.p99_ms,
+                _ => w.latency.max_ms,
+            })
+            .collect();
+        let k = self.config.load.stability_windows.min(outcome.windows.len());
+        let reported = &outcome.windows[outcome.windows.len() - k..];
+        let passed = !reported.is_empty()
+            && reported.iter().all(|w| {
+                w.errors.values().sum::<u64>() == 0
+                    && percentile_of(w, percentile) <= self.config.latency_target_ms
+            })
+            && server.exit_status().is_none();
+        let mut measurement = outcome.measurement;
+        measurement.resources = Some(sampler.summary_since(since));
+        Confirmation {
+            config_id: id,
+            rate_rps,
+            measurement,
+            window_latency_ms,
+            passed,
+        }
+    }
+}
+
+fn percentile_of(w: &crate::load::WindowStats, percentile: u8) -> f64 {
+    match percentile {
+        50 => w.latency.p50_ms,
+        90 => w.latency.p90_ms,
+        95 => w.latency.p95_ms,
+        99 => w.latency.p99_ms,
+        _ => w.latency.max_ms,
+    }
+}
+
+/// Whether a measurement meets the target: the percentile within it and under 1% failed.
+fn meets(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
+    let total = m.requests + m.error_count();
+    m.requests > 0
+        && m.latency_at(percentile) <= limit_ms
+        && (m.error_count() as f64) < 0.01 * total as f64
+}
+
+/// The highest throughput among the points that meet the target, and which point it was.
+pub fn capacity_of(curve: &[Measurement], limit_ms: f64, percentile: u8) -> (f64, Option<usize>) {
+    curve
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| meets(m, limit_ms, percentile))
+        .max_by(|a, b| a.1.throughput_rps.total_cmp(&b.1.throughput_rps))
+        .map_or((0.0, None), |(i, m)| (m.throughput_rps, Some(i)))
+}
+
+/// The recommendation over measured profiles: the best [`objective`]; when nothing meets
+/// the target, the configuration with the lowest latency at its lightest load.
+pub fn recommend(
+    profiles: &[ConfigProfile],
+    cost: &CostModel,
+    demand_rps: Option<f64>,
+    limit_ms: f64,
+    percentile: u8,
+) -> Option<Recommendation> {
+    let best = profiles
+        .iter()
+        .filter_map(|p| p.capacity_rps.filter(|c| *c > 0.0).map(|c| (p, c)))
+        .max_by(|a, b| {
+            objective(cost, &a.0.config, a.1, demand_rps)
+                .total_cmp(&objective(cost, &b.0.config, b.1, demand_rps))
+        });
+    if let Some((p, capacity)) = best {
+        let replicas = demand_rps.map_or(1, |d| (d / capacity).ceil().max(1.0) as u32);
+        let hourly = cost.hourly(&p.config);
+        let reason = match demand_rps {
+            Some(d) => format!(
+                "the cheapest fleet for {d:.0} req/s among {} measured configurations: {replicas} replica(s) of {:.0} req/s each",
+                profiles.iter().filter(|p| p.capacity_rps.is_some()).count(),
+                capacity
+            ),
+            None => format!(
+                "the most requests per unit of cost among {} measured configurations ({:.0} req/s for {:.4}/h)",
+                profiles.iter().filter(|p| p.capacity_rps.is_some()).count(),
+                capacity,
+                hourly
+            ),
+        };
+        return Some(Recommendation {
+            config_id: p.id.clone(),
+            config: p.config.clone(),
+            replicas,
+            capacity_rps: capacity,
+            demand_rps,
+            cost_per_hour: hourly * f64::from(replicas),
+            cost_per_million: cost.per_million(&p.config, capacity),
+            meets_target: true,
+            reason,
+        });
+    }
+    // Nothing meets the target: the closest, by its lowest latency anywhere on its curve.
+    let closest = profiles
+        .iter()
+        .filter_map(|p| {
+            p.curve
+                .iter()
+                .filter(|m| m.requests > 0)
+                .map(|m| m.latency_at(percentile))
+                .min_by(f64::total_cmp)
+                .map(|l| (p, l))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let (p, latency) = closest;
+    let throughput = p
+        .curve
+        .iter()
+        .map(|m| m.throughput_rps)
+        .fold(0.0, f64::max);
+    Some(Recommendation {
+        config_id: p.id.clone(),
+        config: p.config.clone(),
+        replicas: demand_rps.map_or(1, |d| (d / throughput.max(1e-9)).ceil().max(1.0) as u32),
+        capacity_rps: 0.0,
+        demand_rps,
+        cost_per_hour: cost.hourly(&p.config),
+        cost_per_million: cost.per_million(&p.config, throughput),
+        meets_target: false,
+        reason: format!(
+            "no configuration meets p{percentile} <= {limit_ms} ms; the closest, {}, answers in {latency:.2} ms at its lightest load",
+            p.id
+        ),
+    })
+}
