@@ -240,26 +240,42 @@ fn draw_capacity(root: &Area<'_>, report: &ProfileReport) -> Drawn {
         } else {
             curve.id.to_owned()
         };
-        entries.push((label, line, false));
+        entries.push(LegendEntry {
+            label,
+            style: line,
+            dashed: false,
+        });
     }
     if let Some(label) = target_label {
-        entries.push((label, target_style, true));
+        entries.push(LegendEntry {
+            label,
+            style: target_style,
+            dashed: true,
+        });
     }
     draw_legend(&legend, &entries)
 }
 
+/// One line of a legend.
+struct LegendEntry {
+    label: String,
+    style: ShapeStyle,
+    /// Drawn dashed, as the latency target is.
+    dashed: bool,
+}
+
 /// The legend beside a plot: a line sample (dashed where asked) and its label per entry.
-fn draw_legend(area: &Area<'_>, entries: &[(String, ShapeStyle, bool)]) -> Drawn {
+fn draw_legend(area: &Area<'_>, entries: &[LegendEntry]) -> Drawn {
     let text = TextStyle::from((FONT, 14)).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, (label, style, dashed)) in entries.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         let y = 40 + 24 * i as i32;
         let sample = vec![(8, y), (40, y)];
-        if *dashed {
-            area.draw(&DashedPathElement::new(sample, 6, 4, *style))?;
+        if entry.dashed {
+            area.draw(&DashedPathElement::new(sample, 6, 4, entry.style))?;
         } else {
-            area.draw(&PathElement::new(sample, *style))?;
+            area.draw(&PathElement::new(sample, entry.style))?;
         }
-        area.draw(&Text::new(label.clone(), (48, y), text.clone()))?;
+        area.draw(&Text::new(entry.label.clone(), (48, y), text.clone()))?;
     }
     Ok(())
 }
@@ -291,97 +307,116 @@ fn draw_resources(
         }
     }
 
-    let panels = area.split_evenly((if gpu { 3 } else { 2 }, 1));
-    let mut panels = panels.iter();
-
-    if let Some(panel) = panels.next() {
-        let server: Vec<Option<(f64, f64)>> = samples
-            .iter()
-            .map(|s| Some((s.t_s, s.server_cpu_cores)))
-            .collect();
-        let host: Vec<Option<(f64, f64)>> = samples
-            .iter()
-            .map(|s| Some((s.t_s, s.host_cpu_cores)))
-            .collect();
-        let series = [
-            ("server CPU (cores)", BLUE.stroke_width(2), server),
-            (
-                "host CPU (cores)",
-                RGBColor(230, 120, 0).stroke_width(2),
-                host,
-            ),
-        ];
-        draw_panel(
-            panel,
-            "CPU (cores)",
-            "cores",
-            times.clone(),
-            &series,
-            &changes,
-            true,
-        )?;
+    let mut panels = vec![
+        Panel {
+            title: "CPU (cores)",
+            unit: "cores",
+            percent: false,
+            label_changes: true,
+            series: vec![
+                Series::over(
+                    "server CPU (cores)",
+                    BLUE,
+                    samples.iter().map(|s| Some((s.t_s, s.server_cpu_cores))),
+                ),
+                Series::over(
+                    "host CPU (cores)",
+                    RGBColor(230, 120, 0),
+                    samples.iter().map(|s| Some((s.t_s, s.host_cpu_cores))),
+                ),
+            ],
+        },
+        Panel {
+            title: "server memory (RSS, MiB)",
+            unit: "MiB",
+            percent: false,
+            label_changes: false,
+            series: vec![Series::over(
+                "server RSS (MiB)",
+                RGBColor(30, 160, 60),
+                samples
+                    .iter()
+                    .map(|s| Some((s.t_s, s.server_rss_bytes as f64 / MIB))),
+            )],
+        },
+    ];
+    if gpu {
+        panels.push(Panel {
+            title: "GPU utilisation (%)",
+            unit: "%",
+            percent: true,
+            label_changes: false,
+            series: vec![Series::over(
+                "GPU utilisation (%)",
+                MAGENTA,
+                samples
+                    .iter()
+                    .map(|s| s.gpu_utilization.map(|u| (s.t_s, u))),
+            )],
+        });
     }
-    if let Some(panel) = panels.next() {
-        let rss: Vec<Option<(f64, f64)>> = samples
-            .iter()
-            .map(|s| Some((s.t_s, s.server_rss_bytes as f64 / MIB)))
-            .collect();
-        let series = [("server RSS (MiB)", GREEN.mix(0.9).stroke_width(2), rss)];
-        draw_panel(
-            panel,
-            "server memory (RSS, MiB)",
-            "MiB",
-            times.clone(),
-            &series,
-            &changes,
-            false,
-        )?;
-    }
-    if let Some(panel) = panels.next() {
-        let util: Vec<Option<(f64, f64)>> = samples
-            .iter()
-            .map(|s| s.gpu_utilization.map(|u| (s.t_s, u)))
-            .collect();
-        let series = [("GPU utilisation (%)", MAGENTA.stroke_width(2), util)];
-        draw_panel(
-            panel,
-            "GPU utilisation (%)",
-            "%",
-            times,
-            &series,
-            &changes,
-            false,
-        )?;
+    let areas = area.split_evenly((panels.len(), 1));
+    for (panel, area) in panels.iter().zip(&areas) {
+        draw_panel(area, panel, times.clone(), &changes)?;
     }
     Ok(())
 }
 
-/// One panel of the resources chart: series over time, a missing or non-finite value
-/// breaking its line, and the configuration changes as grey lines (labelled when asked
-/// and there are few enough to read).
-fn draw_panel(
-    panel: &Area<'_>,
-    title: &str,
-    unit: &str,
-    times: std::ops::Range<f64>,
-    series: &[(&str, ShapeStyle, Vec<Option<(f64, f64)>>)],
-    changes: &[(f64, &str)],
+/// One panel of the resources chart.
+struct Panel<'a> {
+    title: &'a str,
+    unit: &'a str,
+    /// A percentage: the axis reaches at least 100.
+    percent: bool,
+    /// Name the configurations at their changes (on one panel only, to keep the rest clear).
     label_changes: bool,
+    series: Vec<Series<'a>>,
+}
+
+/// One line over time; `None` where a sample lacks the figure.
+struct Series<'a> {
+    label: &'a str,
+    style: ShapeStyle,
+    points: Vec<Option<(f64, f64)>>,
+}
+
+impl<'a> Series<'a> {
+    fn over(
+        label: &'a str,
+        color: RGBColor,
+        points: impl Iterator<Item = Option<(f64, f64)>>,
+    ) -> Self {
+        Series {
+            label,
+            style: color.stroke_width(2),
+            points: points.collect(),
+        }
+    }
+}
+
+/// Draws a panel: its series, a missing or non-finite value breaking a line, and the
+/// configuration changes as grey lines (labelled when asked and few enough to read).
+fn draw_panel(
+    area: &Area<'_>,
+    panel: &Panel<'_>,
+    times: std::ops::Range<f64>,
+    changes: &[(f64, &str)],
 ) -> Drawn {
-    let y_max = series
+    let y_max = panel
+        .series
         .iter()
-        .flat_map(|(_, _, points)| points.iter().flatten())
+        .flat_map(|s| s.points.iter().flatten())
         .map(|p| p.1)
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
-    let y_top = if unit == "%" {
+    let y_top = if panel.percent {
         top(y_max.max(100.0), 1.05)
     } else {
         top(y_max, 1.15)
     };
-    let (plot, legend) = panel.split_horizontally(WIDTH - LEGEND_WIDTH);
+    let (plot, legend) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
     let mut chart = ChartBuilder::on(&plot)
-        .caption(title, (FONT, 18))
+        .caption(panel.title, (FONT, 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(65)
@@ -389,7 +424,7 @@ fn draw_panel(
     chart
         .configure_mesh()
         .x_desc("time (s)")
-        .y_desc(unit)
+        .y_desc(panel.unit)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .light_line_style(LIGHT_LINE)
@@ -400,7 +435,7 @@ fn draw_panel(
     for &(t, _) in changes.iter().skip(1) {
         chart.draw_series(LineSeries::new(vec![(t, 0.0), (t, y_top)], grey))?;
     }
-    if label_changes && changes.len() <= MAX_CURVES {
+    if panel.label_changes && changes.len() <= MAX_CURVES {
         let style = TextStyle::from((FONT, 13))
             .color(&RGBColor(110, 110, 110))
             .pos(Pos::new(HPos::Left, VPos::Bottom));
@@ -412,14 +447,19 @@ fn draw_panel(
         )?;
     }
 
-    for (_, style, points) in series {
-        for run in split_runs(points) {
-            chart.draw_series(LineSeries::new(run, *style))?;
+    for series in &panel.series {
+        for run in split_runs(&series.points) {
+            chart.draw_series(LineSeries::new(run, series.style))?;
         }
     }
-    let entries: Vec<(String, ShapeStyle, bool)> = series
+    let entries: Vec<LegendEntry> = panel
+        .series
         .iter()
-        .map(|(label, style, _)| ((*label).to_owned(), *style, false))
+        .map(|s| LegendEntry {
+            label: s.label.to_owned(),
+            style: s.style,
+            dashed: false,
+        })
         .collect();
     draw_legend(&legend, &entries)
 }

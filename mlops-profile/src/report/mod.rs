@@ -5,7 +5,7 @@
 //! - [`capacity_chart`]: throughput against the target percentile's latency, one curve per
 //!   measured configuration, with the latency target;
 //! - [`resources_chart`]: CPU, memory and GPU use over the run;
-//! - [`write`]: all of them into a folder, each file replaced atomically.
+//! - [`write()`]: all of them into a folder, each file replaced atomically.
 //!
 //! Figures that are not finite (a NaN from a failed measurement, an infinite cost per
 //! request at zero capacity) are shown as `—` in Markdown and left out of charts, so a
@@ -24,7 +24,7 @@ pub use chart::{capacity_chart, resources_chart};
 
 use crate::error::{Error, Result};
 
-/// The file names [`write`] uses inside its folder.
+/// The file names [`write()`] uses inside its folder.
 const JSON_FILE: &str = "report.json";
 const MARKDOWN_FILE: &str = "report.md";
 const CAPACITY_FILE: &str = "capacity.svg";
@@ -33,7 +33,7 @@ const RESOURCES_FILE: &str = "resources.svg";
 /// What a figure that is not a number reads as.
 const MISSING: &str = "—";
 
-/// The files written by [`write`].
+/// The files written by [`write()`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportFiles {
     /// The report as JSON (`report.json`), readable with [`ProfileReport::from_json`].
@@ -370,8 +370,8 @@ fn fixed(value: f64, decimals: usize) -> String {
     }
 }
 
-/// `value` to four significant figures (`0.3200`, `0.0001778`, `1235`, `123500`), or `—`
-/// when it is not finite.
+/// `value` to four significant figures (`0.3200`, `0.0001778`, `1235`, `123500`; in
+/// exponent form when very small or large), or `—` when it is not finite.
 fn significant(value: f64) -> String {
     const FIGURES: i32 = 4;
     if !value.is_finite() {
@@ -379,6 +379,10 @@ fn significant(value: f64) -> String {
     }
     if value == 0.0 {
         return "0".to_owned();
+    }
+    if !(1e-9..1e15).contains(&value.abs()) {
+        // Too many zeros to read (and past what a power of ten below holds exactly).
+        return format!("{value:.3e}");
     }
     let decimals = |v: f64| FIGURES - 1 - v.abs().log10().floor() as i32;
     let places = decimals(value);
@@ -425,6 +429,8 @@ mod tests {
         assert_eq!(significant(9.9996), "10.00");
         assert_eq!(significant(-2.5), "-2.500");
         assert_eq!(significant(0.0), "0");
+        assert_eq!(significant(1.5e-310), "1.500e-310");
+        assert_eq!(significant(2.0e20), "2.000e20");
         assert_eq!(significant(f64::INFINITY), MISSING);
         assert_eq!(significant(f64::NAN), MISSING);
     }

@@ -623,11 +623,12 @@ impl Strategy for HillClimb {
 }
 
 /// Share of the budget spent on the initial sample.
-const SAMPLE_SHARE: f64 = 0.35;
+fn sample_share() -> f64 { param("SHARE", 0.35) }
+fn param(n: &str, d: f64) -> f64 { std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d) }
 /// Latin-hypercube draws compared for spread.
 const SAMPLE_DRAWS: usize = 16;
 /// Two-axis steps tried at a local optimum.
-const DIAGONALS: usize = 4;
+fn diagonals() -> usize { param("DIAG", 4.0) as usize }
 /// The widest single-axis step.
 const MAX_RADIUS: usize = 3;
 
@@ -800,7 +801,7 @@ impl Climb {
                         Some((rank, j))
                     })
                     .collect(),
-                Stage::Diagonal if self.diagonals_tried < DIAGONALS => space
+                Stage::Diagonal if self.diagonals_tried < diagonals() => space
                     .diagonal_neighbours(current)
                     .into_iter()
                     .filter(|j| !scores.contains_key(j))
@@ -808,15 +809,13 @@ impl Climb {
                         let diff = space.difference(current, j)?;
                         let at = space.coords[current];
                         let g = space.group[current];
-                        let rank = diff
-                            .iter()
-                            .map(|&(axis, by)| {
-                                space
-                                    .step(g, at, &[(axis, by)])
-                                    .map_or(-1.0, |n| relative_gain(here, score(scores, n)))
-                            })
-                            .sum::<f64>();
-                        Some((rank, j))
+                        let part = |(axis, by): (usize, i64)| {
+                            space
+                                .step(g, at, &[(axis, by)])
+                                .map_or(-1.0, |n| relative_gain(here, score(scores, n)))
+                        };
+                        let [a, b] = diff[..] else { return None };
+                        diagonal_rank(part(a), part(b)).map(|rank| (rank, j))
                     })
                     .collect(),
                 Stage::Diagonal => Vec::new(),
@@ -861,11 +860,12 @@ impl Climb {
         let best = |pool: &mut dyn Iterator<Item = usize>| {
             pool.max_by(|&a, &b| score(scores, a).total_cmp(&score(scores, b)).then(b.cmp(&a)))
         };
+        let top = fresh.iter().chain(&self.visited).map(|&i| score(scores, i)).fold(f64::NEG_INFINITY, f64::max);
         let unclimbed = |i: &usize| {
             let g = space.group[*i];
-            !self.visited.iter().any(|&v| space.group[v] == g)
+            !self.visited.iter().any(|&v| space.group[v] == g) && score(scores, *i) >= param("DEV", 0.0) * top
         };
-        let far = |i: &usize| self.visited.iter().all(|&v| space.distance(*i, v) > 0.5);
+        let far = |i: &usize| self.visited.iter().all(|&v| space.distance(*i, v) > param("FAR", 0.5));
         let choice = best(&mut fresh.iter().copied().filter(unclimbed))
             .or_else(|| best(&mut fresh.iter().copied().filter(far)))
             .or_else(|| best(&mut fresh.iter().copied()))?;
@@ -891,6 +891,30 @@ impl Climb {
             .map(|(_, i)| i)
     }
 }
+
+/// How promising a two-axis step is from what each of its single steps gained, or `None`
+/// when it is not worth a measurement.
+///
+/// Both single steps lost (else the climb would have taken one), so the two-axis step is
+/// worth trying only where the axes interact: one step breaks a limit (the batch no
+/// longer fits, the latency target is missed: a score near 0) and the other, which costs
+/// something, may relax it (fewer instances, a larger GPU share); those come first, the
+/// less the relaxing step lost the better. Otherwise two steps that each lost something
+/// real, least loss first. A step that changed nothing (within the noise) relaxes nothing.
+fn diagonal_rank(a: f64, b: f64) -> Option<f64> {
+    let broke = |g: f64| g <= -0.99;
+    let flat = |g: f64| g.abs() < FLAT;
+    match (broke(a), broke(b)) {
+        (true, true) => None,
+        (true, false) if !flat(b) => Some(2.0 + b),
+        (false, true) if !flat(a) => Some(2.0 + a),
+        (false, false) if !flat(a) && !flat(b) => Some(a + b),
+        _ => None,
+    }
+}
+
+/// Relative changes smaller than this are noise.
+const FLAT: f64 = 0.03;
 
 /// A measured score, or minus infinity for a failure or a configuration not measured.
 fn score(scores: &Scores, i: usize) -> f64 {
@@ -928,7 +952,7 @@ fn latin_sample(seed: u64, budget: usize, space: &SearchSpace) -> Vec<usize> {
     if space.is_empty() || budget == 0 {
         return Vec::new();
     }
-    let total = ((budget as f64 * SAMPLE_SHARE).round() as usize).clamp(devices.min(budget), budget);
+    let total = ((budget as f64 * sample_share()).round() as usize).clamp(devices.min(budget), budget);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut per_device: Vec<Vec<usize>> = Vec::new();
     for (g, &device) in space.devices().iter().enumerate() {
