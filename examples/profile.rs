@@ -208,14 +208,21 @@ async fn run() -> Result<(), BoxError> {
     let files = mlops::profile::report::write(&report, &args.out)?;
     println!("{}", report.summary());
     println!();
+    let mut unavailable: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in &report.configs {
         let status = match &c.status {
             mlops::core::ConfigStatus::Measured => format!("{:>8.0} req/s", c.capacity_rps.unwrap_or(0.0)),
             mlops::core::ConfigStatus::Failed { reason } => format!("failed: {}", reason.lines().next().unwrap_or("")),
-            mlops::core::ConfigStatus::Unavailable { reason } => format!("unavailable: {reason}"),
+            mlops::core::ConfigStatus::Unavailable { reason } => {
+                *unavailable.entry(reason.as_str()).or_insert(0) += 1;
+                continue;
+            }
             mlops::core::ConfigStatus::Skipped => "not measured".to_owned(),
         };
         println!("  {:<28} {status}", c.id);
+    }
+    for (reason, n) in unavailable {
+        println!("  {n} configuration(s) unavailable: {reason}");
     }
     println!();
     println!("report: {}", files.json.display());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use mlops_core::ModelManifest;
 use mlops_core::profile::{
-    ComputeDevice, ConfigProfile, ConfigStatus, Confirmation, CostModel, HostInfo, Measurement,
+    ComputeDevice, ConfigProfile, ConfigStatus, Confirmation, CostModel, HostInfo, LoadPoint, Measurement,
     PROFILE_SCHEMA_VERSION, ProfileReport, ProfiledModel, Recommendation, SearchSummary,
     ServingConfig,
 };
@@ -243,16 +243,21 @@ impl Profiler {
             ));
         }
         if let ComputeDevice::Gpu { index } = config.device {
+            let cuda = if cfg!(feature = "cuda") {
+                ""
+            } else {
+                "; and this build has no `cuda` feature"
+            };
             if host.gpus.is_empty() {
                 return Some(format!(
-                    "no GPU: {}",
+                    "no GPU seen ({}){cuda}",
                     host.gpu_unavailable.clone().unwrap_or_else(|| "none found".into())
                 ));
             }
             if index as usize >= host.gpus.len() {
-                return Some(format!("GPU {index} asked for, {} present", host.gpus.len()));
+                return Some(format!("GPU {index} asked for, {} present{cuda}", host.gpus.len()));
             }
-            if !cfg!(feature = "cuda") {
+            if !cuda.is_empty() {
                 return Some("not compiled with the `cuda` feature".into());
             }
         }
@@ -450,7 +455,7 @@ impl Profiler {
             }
             self.say(format!("{id}: concurrency {concurrency}"));
             let m = self.point(&generator, server, sampler, LoadMode::Concurrency(concurrency)).await?;
-            let good = meets(&m, limit, percentile);
+            let good = sustains(&m, limit, percentile);
             let throughput = m.throughput_rps;
             curve.push(m);
             if curve.len() == 1 && throughput == 0.0 {
@@ -481,6 +486,42 @@ impl Profiler {
                 let m = self.point(&generator, server, sampler, LoadMode::Concurrency(middle)).await?;
                 curve.push(m);
             }
+        }
+        // A closed loop slows down with the server; real traffic does not. The best
+        // closed-loop throughput within the target is held open loop, stepping down until
+        // the target holds: the rate that does is the capacity.
+        let closed_best = curve
+            .iter()
+            .filter(|m| sustains(m, limit, percentile))
+            .map(|m| m.throughput_rps)
+            .fold(0.0, f64::max);
+        if closed_best <= 0.0 {
+            return Ok(());
+        }
+        let mut passed: Option<f64> = None;
+        let mut failed: Option<f64> = None;
+        for factor in [1.0, 0.85, 0.7, 0.55, 0.4, 0.25] {
+            if self.interrupted() {
+                return Ok(());
+            }
+            let rps = closed_best * factor;
+            self.say(format!("{id}: {rps:.0} req/s open loop"));
+            let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
+            let good = sustains(&m, limit, percentile);
+            curve.push(m);
+            if good {
+                passed = Some(factor);
+                break;
+            }
+            failed = Some(factor);
+        }
+        if let (Some(p), Some(f)) = (passed, failed)
+            && !self.interrupted()
+        {
+            let rps = closed_best * (p + f) / 2.0;
+            self.say(format!("{id}: {rps:.0} req/s open loop"));
+            let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
+            curve.push(m);
         }
         Ok(())
     }
@@ -602,12 +643,27 @@ fn meets(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
         && (m.error_count() as f64) < 0.01 * total as f64
 }
 
-/// The highest throughput among the points that meet the target, and which point it was.
+/// Whether a load point was sustained within the target: it meets it, and an open-loop
+/// point was answered at (within 5% of) the rate it was sent at.
+fn sustains(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
+    let kept_up = match m.load {
+        LoadPoint::Rate { rps, .. } => m.throughput_rps >= 0.95 * rps,
+        LoadPoint::Concurrency { .. } => true,
+    };
+    kept_up && meets(m, limit_ms, percentile)
+}
+
+/// A configuration's capacity from its curve: the highest throughput among the points
+/// sustained within the target, and which point it was. Once the curve has open-loop
+/// points, only they count: a closed loop's figure holds only while clients wait for
+/// answers, an open loop's holds for traffic that does not.
 pub fn capacity_of(curve: &[Measurement], limit_ms: f64, percentile: u8) -> (f64, Option<usize>) {
+    let open = curve.iter().any(|m| matches!(m.load, LoadPoint::Rate { .. }));
     curve
         .iter()
         .enumerate()
-        .filter(|(_, m)| meets(m, limit_ms, percentile))
+        .filter(|(_, m)| !open || matches!(m.load, LoadPoint::Rate { .. }))
+        .filter(|(_, m)| sustains(m, limit_ms, percentile))
         .max_by(|a, b| a.1.throughput_rps.total_cmp(&b.1.throughput_rps))
         .map_or((0.0, None), |(i, m)| (m.throughput_rps, Some(i)))
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mlops_core::profile::ResourceSummary;
 use mlops_profile::monitor::{
     GpuMonitor, GpuSample, MonitorConfig, Sampler, host_info, open_gpu, procfs::ProcessTree,
 };
@@ -83,12 +84,35 @@ impl Drop for Spawned {
     }
 }
 
+/// CPUs the host's figure counts (`cpuN` lines of `/proc/stat`).
+fn host_cpus() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    f64::from(u32::try_from(cpus).expect("a few CPUs"))
+}
+
+/// Asserts that a busy loop read about one core: between 0.5 and `max` cores. The CPUs
+/// here are shared with other builds. While any CPU was left idle the loop could have run
+/// on it, so at least half a core is asserted; on a saturated host (a quarter of a CPU
+/// idle or less) the loop may get much less than a core, and only a share above zero is
+/// asserted, with a note printed.
+fn assert_about_one_core(summary: &ResourceSummary, max: f64) {
+    let cores = summary.server_cpu_cores_mean;
+    assert!(cores <= max, "{summary:?}");
+    let idle = host_cpus() - summary.host_cpu_cores_mean;
+    if idle > 0.25 {
+        assert!(cores >= 0.5, "{summary:?}");
+    } else {
+        eprintln!("host saturated ({idle:.2} CPUs idle): the loop read {cores:.2} cores");
+        assert!(cores > 0.05, "{summary:?}");
+    }
+}
+
 /// Starts a sampler at 50 ms, watches `pid`, lets it sample for `for_`, and summarises.
-fn watch_for(
-    pid: Option<u32>,
-    label: &str,
-    for_: Duration,
-) -> (Sampler, mlops_core::profile::ResourceSummary) {
+fn watch_for(pid: Option<u32>, label: &str, for_: Duration) -> (Sampler, ResourceSummary) {
     let sampler = Sampler::start(MonitorConfig::default().with_interval(Duration::from_millis(50)));
     sampler.watch(pid, label);
     let since = Instant::now();
@@ -105,10 +129,7 @@ fn a_busy_loop_reads_about_one_core() {
     let truth = busy.kill_and_measure();
 
     assert!(summary.samples >= 10, "{summary:?}");
-    assert!(
-        (0.5..=1.3).contains(&summary.server_cpu_cores_mean),
-        "{summary:?}"
-    );
+    assert_about_one_core(&summary, 1.3);
     assert!(
         (summary.server_cpu_cores_mean - truth).abs() < 0.25,
         "sampler {} cores, kernel accounting {truth} cores",
@@ -117,7 +138,10 @@ fn a_busy_loop_reads_about_one_core() {
     assert!(summary.server_cpu_cores_max >= summary.server_cpu_cores_mean);
     assert!(summary.server_rss_bytes_max > 0, "{summary:?}");
     // The host is at least as busy as the loop (give or take a tick of each).
-    assert!(summary.host_cpu_cores_mean >= 0.4, "{summary:?}");
+    assert!(
+        summary.host_cpu_cores_mean >= summary.server_cpu_cores_mean - 0.2,
+        "{summary:?}"
+    );
     assert_eq!(summary.gpu_utilization_mean, None);
     assert_eq!(summary.gpu_unavailable, None, "no GPU was asked for");
 
@@ -135,10 +159,7 @@ fn a_grandchild_counts_in_the_tree() {
     let (_sampler, summary) = watch_for(Some(tree.pid()), "tree", Duration::from_millis(800));
 
     assert!(summary.samples >= 8, "{summary:?}");
-    assert!(
-        (0.5..=1.3).contains(&summary.server_cpu_cores_mean),
-        "{summary:?}"
-    );
+    assert_about_one_core(&summary, 1.3);
     assert!(summary.server_rss_bytes_max > 0);
 }
 
@@ -158,10 +179,7 @@ fn a_child_started_after_watch_counts() {
     let busy = sampler.summary_since(busy_since);
 
     assert!(quiet.server_cpu_cores_mean < 0.2, "{quiet:?}");
-    assert!(
-        (0.5..=1.3).contains(&busy.server_cpu_cores_mean),
-        "{busy:?}"
-    );
+    assert_about_one_core(&busy, 1.3);
 }
 
 #[test]
@@ -192,10 +210,7 @@ fn in_process_figures_are_the_current_process() {
     spin.join().unwrap();
     let summary = sampler.summary_since(since);
 
-    assert!(
-        (0.5..=1.5).contains(&summary.server_cpu_cores_mean),
-        "{summary:?}"
-    );
+    assert_about_one_core(&summary, 1.5);
     assert!(summary.server_rss_bytes_max > 0);
     assert!(sampler.samples().iter().all(|s| s.config == "in-process"));
 }
@@ -351,12 +366,4 @@ fn nvml_reads_a_gpu_when_there_is_one() {
         // No GPU or driver here: NVML's own words, not the stub's.
         Err(reason) => assert!(!reason.contains("not compiled"), "{reason}"),
     }
-}
-#[test]
-fn zz_cost() {
-    let mut t = ProcessTree::new(1);
-    let start = Instant::now();
-    for _ in 0..100 { t.sample().unwrap(); }
-    eprintln!("tree scan {:?} per sample, {} procs", start.elapsed() / 100, std::fs::read_dir("/proc").unwrap().count());
-    eprintln!("{:?}", host_info());
 }

@@ -623,14 +623,19 @@ impl Strategy for HillClimb {
 }
 
 /// Share of the budget spent on the initial sample.
-fn sample_share() -> f64 { param("SHARE", 0.35) }
-fn param(n: &str, d: f64) -> f64 { std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d) }
+const SAMPLE_SHARE: f64 = 0.3;
 /// Latin-hypercube draws compared for spread.
 const SAMPLE_DRAWS: usize = 16;
 /// Two-axis steps tried at a local optimum.
-fn diagonals() -> usize { param("DIAG", 4.0) as usize }
+const DIAGONALS: usize = 4;
 /// The widest single-axis step.
 const MAX_RADIUS: usize = 3;
+/// Relative changes smaller than this are noise.
+const FLAT: f64 = 0.015;
+/// A relative loss this large means a limit broke (a score near 0, or a failure).
+const BROKE: f64 = -0.99;
+/// Restarts go at least this far (in axis lengths, summed) from where the climb has been.
+const RESTART_DISTANCE: f64 = 0.5;
 
 /// Where the climb is around its current point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -662,18 +667,15 @@ struct Climb {
     gains: BTreeMap<(usize, i64), f64>,
     /// Points the climb has stood on.
     visited: BTreeSet<usize>,
-    /// Points found to be local optima.
-    optima: BTreeSet<usize>,
 }
 
 impl Climb {
     fn new(seed: u64, budget: usize, space: &SearchSpace) -> Climb {
-        let sample = latin_sample(seed, budget, space);
         Climb {
             len: space.len(),
             budget,
             seed,
-            sample,
+            sample: latin_sample(seed, budget, space),
             sampled: 0,
             pending: None,
             current: None,
@@ -682,7 +684,6 @@ impl Climb {
             momentum: None,
             gains: BTreeMap::new(),
             visited: BTreeSet::new(),
-            optima: BTreeSet::new(),
         }
     }
 
@@ -703,8 +704,8 @@ impl Climb {
                 return self.ask(p);
             }
         }
-        // Each pass either asks for a configuration or retires the current point, so
-        // this ends within one pass per configuration.
+        // Each pass either asks for a configuration or retires a point the climb stood
+        // on (never to stand there again), so this ends within one pass per point.
         for _ in 0..=space.len() {
             let current = match self.current {
                 Some(c) => c,
@@ -716,7 +717,6 @@ impl Climb {
             if let Some(p) = self.candidate(space, scores, current) {
                 return self.ask(p);
             }
-            self.optima.insert(current);
             self.current = None;
         }
         None
@@ -732,21 +732,24 @@ impl Climb {
         let Some(c) = self.current else {
             return;
         };
+        let Some(diff) = space.difference(c, p) else {
+            return;
+        };
         let (from, to) = (score(scores, c), score(scores, p));
         let gain = relative_gain(from, to);
-        if let Some(diff) = space.difference(c, p) {
-            if let [(axis, by)] = diff[..] {
-                let dir = by.signum();
-                self.learn((axis, dir), gain);
-                self.learn((axis, -dir), -gain);
-            }
-            if to > from {
-                self.momentum = match diff[..] {
-                    [(axis, by)] => Some((axis, by.signum())),
-                    _ => None,
-                };
-                self.stand(p);
-            }
+        if let [(axis, by)] = diff[..] {
+            let dir = by.signum();
+            self.learn((axis, dir), gain);
+            // A gain one way says the other way loses; a loss says little about the
+            // other way (the climb may sit at the axis's best), so other axes go first.
+            self.learn((axis, -dir), if gain > 0.0 { -gain } else { -0.01 });
+        }
+        if to > from {
+            self.momentum = match diff[..] {
+                [(axis, by)] => Some((axis, by.signum())),
+                _ => None,
+            };
+            self.stand(p);
         }
     }
 
@@ -763,12 +766,12 @@ impl Climb {
     }
 
     /// The next configuration to try around `current`, moving on to wider stages as each
-    /// is used up, or `None` when they all are.
+    /// is used up, or `None` when they all are (or when the climb leads where one went
+    /// before).
     fn candidate(&mut self, space: &SearchSpace, scores: &Scores, mut current: usize) -> Option<usize> {
         loop {
-            // A better neighbour already measured (by another climb, or the sample) is
-            // a free step, unless the climb has stood there: then this climb leads where
-            // one went before.
+            // A better neighbour already measured (by the sample, or an earlier climb) is
+            // a free step, unless the climb has stood there before.
             if let Some(better) = self.measured_better(space, scores, current) {
                 if self.visited.contains(&better) {
                     return None;
@@ -778,53 +781,20 @@ impl Climb {
                 current = better;
                 continue;
             }
-            let here = score(scores, current);
-            let mut ranked: Vec<(f64, usize)> = match self.stage {
-                Stage::Axis(radius) => space
-                    .neighbours(current, radius)
-                    .into_iter()
-                    .filter(|j| !scores.contains_key(j))
-                    .filter_map(|j| {
-                        let diff = space.difference(current, j)?;
-                        let &[(axis, by)] = &diff[..] else { return None };
-                        let dir = by.signum();
-                        let rank = if radius == 1 {
-                            let momentum = self.momentum == Some((axis, dir));
-                            let learned = self.gains.get(&(axis, dir)).copied().unwrap_or(0.0);
-                            if momentum { 10.0 } else { learned }
-                        } else {
-                            // Past a dip: rank by what the shorter step in the same
-                            // direction scored.
-                            let near = space.step(space.group[current], space.coords[current], &[(axis, dir * (radius as i64 - 1))]);
-                            near.map_or(-2.0, |n| relative_gain(here, score(scores, n)))
-                        };
-                        Some((rank, j))
-                    })
-                    .collect(),
-                Stage::Diagonal if self.diagonals_tried < diagonals() => space
-                    .diagonal_neighbours(current)
-                    .into_iter()
-                    .filter(|j| !scores.contains_key(j))
-                    .filter_map(|j| {
-                        let diff = space.difference(current, j)?;
-                        let at = space.coords[current];
-                        let g = space.group[current];
-                        let part = |(axis, by): (usize, i64)| {
-                            space
-                                .step(g, at, &[(axis, by)])
-                                .map_or(-1.0, |n| relative_gain(here, score(scores, n)))
-                        };
-                        let [a, b] = diff[..] else { return None };
-                        diagonal_rank(part(a), part(b)).map(|rank| (rank, j))
-                    })
-                    .collect(),
+            let mut ranked = match self.stage {
+                Stage::Axis(radius) => self.axis_steps(space, scores, current, radius),
+                Stage::Diagonal if self.diagonals_tried < DIAGONALS => {
+                    two_axis_steps(space, scores, current)
+                }
                 Stage::Diagonal => Vec::new(),
             };
-            ranked.sort_by(|a, b| {
-                b.0.total_cmp(&a.0)
-                    .then_with(|| tiebreak(self.seed, a.1).cmp(&tiebreak(self.seed, b.1)))
+            ranked.retain(|(_, j)| !scores.contains_key(j));
+            let seed = self.seed;
+            let best = ranked.into_iter().max_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then_with(|| tiebreak(seed, b.1).cmp(&tiebreak(seed, a.1)))
             });
-            if let Some(&(_, j)) = ranked.first() {
+            if let Some((_, j)) = best {
                 if self.stage == Stage::Diagonal {
                     self.diagonals_tried += 1;
                 }
@@ -839,6 +809,35 @@ impl Climb {
         }
     }
 
+    /// Single-axis steps of exactly `radius` from `current`, ranked: one step along the
+    /// last improving direction first, then by what each direction gained lately; wider
+    /// steps by what the shorter step in the same direction scored (past a dip).
+    fn axis_steps(&self, space: &SearchSpace, scores: &Scores, current: usize, radius: usize) -> Vec<(f64, usize)> {
+        let here = score(scores, current);
+        let (g, at) = (space.group[current], space.coords[current]);
+        let mut out = Vec::new();
+        for axis in 0..AXES {
+            for dir in [-1, 1] {
+                let Some(j) = space.step(g, at, &[(axis, dir * radius as i64)]) else {
+                    continue;
+                };
+                let rank = if radius == 1 {
+                    if self.momentum == Some((axis, dir)) {
+                        10.0
+                    } else {
+                        self.gains.get(&(axis, dir)).copied().unwrap_or(0.0)
+                    }
+                } else {
+                    space
+                        .step(g, at, &[(axis, dir * (radius as i64 - 1))])
+                        .map_or(-2.0, |n| relative_gain(here, score(scores, n)))
+                };
+                out.push((rank, j));
+            }
+        }
+        out
+    }
+
     /// The best measured single-step or two-axis neighbour of `current` that beats it.
     fn measured_better(&self, space: &SearchSpace, scores: &Scores, current: usize) -> Option<usize> {
         let here = score(scores, current);
@@ -850,25 +849,25 @@ impl Climb {
             .max_by(|&a, &b| score(scores, a).total_cmp(&score(scores, b)).then(b.cmp(&a)))
     }
 
-    /// A new point to climb from, or `None` when every measured point has been used.
+    /// A new point to climb from: the best measured point of a device not climbed yet,
+    /// else the best one away from where the climb has been, else the best one it has
+    /// not stood on; `None` when it has stood on every measured point.
     fn restart(&mut self, space: &SearchSpace, scores: &Scores) -> Option<usize> {
         let fresh: Vec<usize> = scores
             .keys()
             .copied()
             .filter(|&i| i < space.len() && !self.visited.contains(&i))
             .collect();
-        let best = |pool: &mut dyn Iterator<Item = usize>| {
-            pool.max_by(|&a, &b| score(scores, a).total_cmp(&score(scores, b)).then(b.cmp(&a)))
+        let best = |keep: &dyn Fn(usize) -> bool| {
+            fresh
+                .iter()
+                .copied()
+                .filter(|&i| keep(i))
+                .max_by(|&a, &b| score(scores, a).total_cmp(&score(scores, b)).then(b.cmp(&a)))
         };
-        let top = fresh.iter().chain(&self.visited).map(|&i| score(scores, i)).fold(f64::NEG_INFINITY, f64::max);
-        let unclimbed = |i: &usize| {
-            let g = space.group[*i];
-            !self.visited.iter().any(|&v| space.group[v] == g) && score(scores, *i) >= param("DEV", 0.0) * top
-        };
-        let far = |i: &usize| self.visited.iter().all(|&v| space.distance(*i, v) > param("FAR", 0.5));
-        let choice = best(&mut fresh.iter().copied().filter(unclimbed))
-            .or_else(|| best(&mut fresh.iter().copied().filter(far)))
-            .or_else(|| best(&mut fresh.iter().copied()))?;
+        let unclimbed = |i: usize| !self.visited.iter().any(|&v| space.group[v] == space.group[i]);
+        let far = |i: usize| self.visited.iter().all(|&v| space.distance(i, v) > RESTART_DISTANCE);
+        let choice = best(&unclimbed).or_else(|| best(&far)).or_else(|| best(&|_| true))?;
         self.momentum = None;
         self.stand(choice);
         Some(choice)
@@ -892,6 +891,44 @@ impl Climb {
     }
 }
 
+/// Two-axis steps from `current` worth a measurement, ranked (see [`two_axis_rank`]),
+/// and knight's moves: where one step broke a limit, that step with two steps along an
+/// axis that may relax it (a GPU share too small for batch 128 may hold batch 32).
+fn two_axis_steps(space: &SearchSpace, scores: &Scores, current: usize) -> Vec<(f64, usize)> {
+    let here = score(scores, current);
+    let (g, at) = (space.group[current], space.coords[current]);
+    let gain = |axis: usize, by: i64| {
+        space
+            .step(g, at, &[(axis, by)])
+            .map_or(-1.0, |n| relative_gain(here, score(scores, n)))
+    };
+    let mut out = Vec::new();
+    for a in 0..AXES {
+        for b in 0..AXES {
+            if a == b {
+                continue;
+            }
+            for da in [-1, 1] {
+                for db in [-1, 1] {
+                    let (ga, gb) = (gain(a, da), gain(b, db));
+                    if a < b {
+                        let step = space.step(g, at, &[(a, da), (b, db)]);
+                        if let (Some(j), Some(rank)) = (step, two_axis_rank(ga, gb)) {
+                            out.push((rank, j));
+                        }
+                    }
+                    if ga <= BROKE && gb > BROKE && gb.abs() >= FLAT {
+                        if let Some(j) = space.step(g, at, &[(a, da), (b, 2 * db)]) {
+                            out.push((1.5 + gb, j));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// How promising a two-axis step is from what each of its single steps gained, or `None`
 /// when it is not worth a measurement.
 ///
@@ -901,8 +938,8 @@ impl Climb {
 /// something, may relax it (fewer instances, a larger GPU share); those come first, the
 /// less the relaxing step lost the better. Otherwise two steps that each lost something
 /// real, least loss first. A step that changed nothing (within the noise) relaxes nothing.
-fn diagonal_rank(a: f64, b: f64) -> Option<f64> {
-    let broke = |g: f64| g <= -0.99;
+fn two_axis_rank(a: f64, b: f64) -> Option<f64> {
+    let broke = |g: f64| g <= BROKE;
     let flat = |g: f64| g.abs() < FLAT;
     match (broke(a), broke(b)) {
         (true, true) => None,
@@ -912,9 +949,6 @@ fn diagonal_rank(a: f64, b: f64) -> Option<f64> {
         _ => None,
     }
 }
-
-/// Relative changes smaller than this are noise.
-const FLAT: f64 = 0.03;
 
 /// A measured score, or minus infinity for a failure or a configuration not measured.
 fn score(scores: &Scores, i: usize) -> f64 {
@@ -952,7 +986,7 @@ fn latin_sample(seed: u64, budget: usize, space: &SearchSpace) -> Vec<usize> {
     if space.is_empty() || budget == 0 {
         return Vec::new();
     }
-    let total = ((budget as f64 * sample_share()).round() as usize).clamp(devices.min(budget), budget);
+    let total = ((budget as f64 * SAMPLE_SHARE).round() as usize).clamp(devices.min(budget), budget);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut per_device: Vec<Vec<usize>> = Vec::new();
     for (g, &device) in space.devices().iter().enumerate() {
