@@ -1,7 +1,7 @@
 //! Synthetic configuration spaces with known capacities: a test and benchmark aid for
 //! searches, not a model of any real server.
 //!
-//! [`space`] builds a space of 800 to 1,280 configurations, CPU and GPU, and the capacity
+//! [`space`] builds a space of 960 to 1,280 configurations, CPU and GPU, and the capacity
 //! of each from a [`PerformanceModel`] drawn from the seed. The model is meant to be
 //! plausible enough that the best configuration is not at a corner of the grid, and that
 //! greedy moves from a corner go wrong:
@@ -30,7 +30,7 @@ use rand_distr::StandardNormal;
 
 use super::{Axes, SearchSpace};
 
-/// A space of 800 to 1,280 configurations drawn from `seed`, and each one's capacity in
+/// A space of 960 to 1,280 configurations drawn from `seed`, and each one's capacity in
 /// requests per second under [`PerformanceModel::from_seed`]`(seed)`, in the space's order.
 ///
 /// Batch sizes 1 to 128 (powers of two), queue delays 0, 100, 500 and 2,000 µs and 1 to 5
@@ -38,7 +38,7 @@ use super::{Axes, SearchSpace};
 /// the GPU's cores vary with the seed.
 pub fn space(seed: u64) -> (SearchSpace, Vec<f64>) {
     let model = PerformanceModel::from_seed(seed);
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EA4_C4_5BACE);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x05EA_4C45_BACE);
     let cpu: [(&[u32], &[usize]); 4] = [
         (&[2, 4, 8], &[1]),
         (&[1, 4, 16], &[1]),
@@ -140,7 +140,10 @@ impl PerformanceModel {
             overhead_ms: rng.random_range(0.2..2.0),
             item_ms: log_uniform(&mut rng, 0.15, 3.0),
             parallel: rng.random_range(0.5..0.95),
-            knee: [8.0, 16.0, 32.0, 64.0].choose(&mut rng).copied().unwrap_or(16.0),
+            knee: [8.0, 16.0, 32.0, 64.0]
+                .choose(&mut rng)
+                .copied()
+                .unwrap_or(16.0),
             knee_penalty: rng.random_range(0.1..0.5),
             background_cores: rng.random_range(0.15..0.6),
             frontend_ms: rng.random_range(0.02..0.12),
@@ -225,7 +228,11 @@ impl PerformanceModel {
                 }
                 let wanted = instances * threads;
                 let share = (free / wanted).min(1.0);
-                let switching = if wanted > free { 1.0 + 0.15 * (wanted / free - 1.0) } else { 1.0 };
+                let switching = if wanted > free {
+                    1.0 + 0.15 * (wanted / free - 1.0)
+                } else {
+                    1.0
+                };
                 let busy = wanted.min(free);
                 let contention = 1.0 + m.contention * (busy - 1.0).max(0.0);
                 let amdahl = 1.0 / ((1.0 - m.parallel) + m.parallel / threads);
@@ -247,7 +254,9 @@ impl PerformanceModel {
                 // Each instance's stream wants a core to launch from.
                 let driving = (instances * threads / free).max(1.0);
                 let m = m.clone();
-                Box::new(move |x: f64| (m.overhead_ms + m.item_ms * x / speed) * interference * driving)
+                Box::new(move |x: f64| {
+                    (m.overhead_ms + m.item_ms * x / speed) * interference * driving
+                })
             }
         };
         let per_instance = rate / instances;
