@@ -5,11 +5,13 @@
 //! ```text
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8000 --model mlp \
 //!     [--protocol http_json|http_binary|grpc] [--concurrency 1,2,4 | --rate 500,1000 [--poisson]] \
-//!     [--window-ms 5000] [--input MODEL_OR_REQUESTS.json] [--json]
+//!     [--window-ms 5000] [--input MODEL_OR_REQUESTS.json] [--check] [--json]
 //! ```
 //!
 //! `--input` takes a model file (its golden file, else random data from its signature) or
-//! a request file; the default is `testdata/mlp.onnx`. `--json` prints one JSON object per
+//! a request file; the default is `testdata/mlp.onnx`. `--check` checks every answer
+//! against the expected outputs the input carries (decoding each response costs client
+//! CPU; perf_analyzer does not check). `--json` prints one JSON object per
 //! measurement instead of the table.
 
 // An example's output is its point.
@@ -26,7 +28,7 @@ use mlops::profile::{GrpcTarget, HttpEncoding, HttpTarget, LoadConfig, LoadGener
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +49,7 @@ async fn run() -> Result<(), BoxError> {
     let mut window_ms = 5000u64;
     let mut input_path = PathBuf::from("testdata/mlp.onnx");
     let mut json = false;
+    let mut check = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -71,6 +74,7 @@ async fn run() -> Result<(), BoxError> {
             "--window-ms" => window_ms = value()?.parse().map_err(|_| "--window-ms takes a number")?,
             "--input" => input_path = value()?.into(),
             "--json" => json = true,
+            "--check" => check = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -94,7 +98,7 @@ async fn run() -> Result<(), BoxError> {
     };
     let config = LoadConfig::default()
         .with_window(Duration::from_millis(window_ms))
-        .with_check_outputs(requests.expected.is_some());
+        .with_check_outputs(check && requests.expected.is_some());
     let generator = LoadGenerator::new(target.clone(), &requests, config)?;
     if !json {
         println!("{} with requests from {}", target.describe(), requests.source);

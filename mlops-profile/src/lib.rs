@@ -30,6 +30,7 @@ pub mod report;
 pub mod search;
 pub mod server;
 pub mod target;
+mod wire;
 
 pub use error::{Error, Result};
 pub use input::{InputOptions, RequestSet};

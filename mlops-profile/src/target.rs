@@ -21,11 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use mlops_core::{DataType, Infer, Tensor};
 use mlops_runtime::ModelServer;
 use mlops_runtime::grpc::proto::ModelInferRequest;
@@ -71,10 +66,8 @@ pub struct Prepared {
 #[derive(Clone)]
 enum Encoded {
     Tensors,
-    Http {
-        body: Bytes,
-        header_length: Option<usize>,
-    },
+    /// The whole HTTP/1.1 request, head and body.
+    Http(Bytes),
     Grpc(Box<ModelInferRequest>),
 }
 
@@ -96,7 +89,7 @@ impl Prepared {
     pub fn encoded_len(&self) -> usize {
         match &self.encoded {
             Encoded::Tensors => 0,
-            Encoded::Http { body, .. } => body.len(),
+            Encoded::Http(body) => body.len(),
             Encoded::Grpc(r) => r.raw_input_contents.iter().map(Bytes::len).sum(),
         }
     }
@@ -252,10 +245,12 @@ pub enum HttpEncoding {
     Binary,
 }
 
-/// A remote Open Inference Protocol endpoint over HTTP/1.1 with keep-alive connections.
+/// A remote Open Inference Protocol endpoint over HTTP/1.1 with keep-alive connections
+/// (one per request in flight). Requests are serialised whole, headers included, once.
 pub struct HttpTarget {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
-    uri: hyper::Uri,
+    pool: crate::wire::Pool,
+    path: String,
+    host: String,
     base: String,
     model: String,
     encoding: HttpEncoding,
@@ -270,34 +265,47 @@ impl HttpTarget {
         encoding: HttpEncoding,
     ) -> Result<HttpTarget> {
         let base = base.trim_end_matches('/').to_owned();
-        let path = match version {
-            Some(v) => format!("{base}/v2/models/{model}/versions/{v}/infer"),
-            None => format!("{base}/v2/models/{model}/infer"),
+        let bad = |reason: String| Error::Target {
+            target: base.clone(),
+            reason,
         };
-        let uri: hyper::Uri = path.parse().map_err(|e| Error::Target {
-            target: path.clone(),
-            reason: format!("not a URL: {e}"),
-        })?;
+        let uri: hyper::Uri = base.parse().map_err(|e| bad(format!("not a URL: {e}")))?;
         if uri.scheme_str() != Some("http") {
-            return Err(Error::Target {
-                target: path,
-                reason: "only http:// endpoints are supported".into(),
-            });
+            return Err(bad("only http:// endpoints are supported".into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(usize::MAX)
-            .build(connector);
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad("the URL names no host".into()))?;
+        let host = authority.as_str().to_owned();
+        let address = format!("{}:{}", authority.host().trim_matches(['[', ']']), authority.port_u16().unwrap_or(80));
+        let prefix = uri.path().trim_end_matches('/');
+        let path = match version {
+            Some(v) => format!("{prefix}/v2/models/{model}/versions/{v}/infer"),
+            None => format!("{prefix}/v2/models/{model}/infer"),
+        };
         Ok(HttpTarget {
-            client,
-            uri,
+            pool: crate::wire::Pool::new(address),
+            path,
+            host,
             base,
             model: model.to_owned(),
             encoding,
         })
+    }
+
+    fn serialise(&self, body: &[u8], header_length: Option<usize>) -> Vec<u8> {
+        let mut head = format!("POST {} HTTP/1.1\r\nhost: {}\r\n", self.path, self.host);
+        match header_length {
+            Some(len) => head.push_str(&format!(
+                "content-type: application/octet-stream\r\n{}: {len}\r\n",
+                mlops_runtime::http::HEADER_LENGTH
+            )),
+            None => head.push_str("content-type: application/json\r\n"),
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        out
     }
 }
 
@@ -315,71 +323,38 @@ impl Target for HttpTarget {
 
     fn prepare(&self, inputs: &[Tensor]) -> Result<Prepared> {
         let (body, header_length) = match self.encoding {
-            HttpEncoding::Json => (Bytes::from(json_request(inputs)?), None),
+            HttpEncoding::Json => (json_request(inputs)?, None),
             HttpEncoding::Binary => {
                 let (body, len) = binary_request(inputs)?;
-                (Bytes::from(body), Some(len))
+                (body, Some(len))
             }
         };
         Ok(Prepared {
             inputs: inputs.to_vec(),
-            encoded: Encoded::Http {
-                body,
-                header_length,
-            },
+            encoded: Encoded::Http(Bytes::from(self.serialise(&body, header_length))),
         })
     }
 
     fn send<'a>(&'a self, request: &'a Prepared, outputs: bool) -> SendFuture<'a> {
         Box::pin(async move {
-            let Encoded::Http {
-                body,
-                header_length,
-            } = &request.encoded
-            else {
+            let Encoded::Http(body) = &request.encoded else {
                 return Err(TargetError::new(
                     "bad_request",
                     "request was not prepared for an HTTP target",
                 ));
             };
-            let mut builder = Request::post(self.uri.clone());
-            builder = match header_length {
-                Some(len) => builder
-                    .header("content-type", "application/octet-stream")
-                    .header(mlops_runtime::http::HEADER_LENGTH, len.to_string()),
-                None => builder.header("content-type", "application/json"),
-            };
-            let req = builder
-                .body(Full::new(body.clone()))
-                .map_err(|e| TargetError::new("bad_request", e.to_string()))?;
-            let response = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| TargetError::new("connect", e.to_string()))?;
-            let status = response.status();
-            let header_len = response
-                .headers()
-                .get(mlops_runtime::http::HEADER_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| TargetError::new("connect", e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                let message = serde_json::from_slice::<Value>(&bytes)
+            let response = self.pool.send(body, outputs).await?;
+            if !(200..300).contains(&response.status) {
+                let message = serde_json::from_slice::<Value>(&response.body)
                     .ok()
                     .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-                return Err(TargetError::new(format!("http_{}", status.as_u16()), message));
+                    .unwrap_or_else(|| String::from_utf8_lossy(&response.body).into_owned());
+                return Err(TargetError::new(format!("http_{}", response.status), message));
             }
             if !outputs {
                 return Ok(None);
             }
-            decode_http_response(&bytes, header_len)
+            decode_http_response(&response.body, response.header_length)
                 .map(Some)
                 .map_err(|e| TargetError::new("malformed_response", e))
         })
