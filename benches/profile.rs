@@ -70,7 +70,7 @@ fn generator_ceiling(c: &mut Criterion) {
         let generator = LoadGenerator::new(target, &requests, LoadConfig::default()).expect("generator");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let (took, failed) = rt.block_on(generator.run_requests(CONCURRENCY, iters));
+                let (took, failed, _) = rt.block_on(generator.run_requests(CONCURRENCY, iters));
                 assert_eq!(failed, 0);
                 took
             })

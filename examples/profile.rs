@@ -17,6 +17,9 @@
 //! - `--budget F`: the share of the space the search may measure (default 0.3);
 //! - `--seed N`: the search's and the inputs' seed (default 0);
 //! - `--window-ms MS`: one measurement window (default 500; perf_analyzer uses 5000);
+//! - `--max-trials N`: windows per load point before giving up on stability (default 5;
+//!   perf_analyzer uses 10);
+//! - `--devices LIST`: `cpu`, `gpu` or `gpuN`, comma-separated (default `cpu,gpu0`);
 //! - `--cores LIST`, `--batch LIST`, `--instances LIST`, `--queue-delay-us LIST`,
 //!   `--gpu-fractions LIST`: the space (comma-separated);
 //! - `--input-data FILE`: requests to send (Open Inference Protocol JSON); else the model's
@@ -52,6 +55,7 @@ struct Args {
     budget: f64,
     seed: u64,
     window_ms: u64,
+    max_trials: usize,
     axes: Axes,
     inputs: InputOptions,
     cost: CostModel,
@@ -85,6 +89,7 @@ fn parse() -> Result<Args, BoxError> {
         budget: 0.3,
         seed: 0,
         window_ms: 500,
+        max_trials: 5,
         axes: Axes {
             devices: vec![ComputeDevice::Cpu, ComputeDevice::Gpu { index: 0 }],
             cpu_cores: vec![1, 2],
@@ -116,6 +121,21 @@ fn parse() -> Result<Args, BoxError> {
             "--budget" => args.budget = number(&arg, &value()?)?,
             "--seed" => args.seed = number(&arg, &value()?)?,
             "--window-ms" => args.window_ms = number(&arg, &value()?)?,
+            "--max-trials" => args.max_trials = number(&arg, &value()?)?,
+            "--devices" => {
+                let v = value()?;
+                args.axes.devices = v
+                    .split(',')
+                    .map(|d| match d.trim() {
+                        "cpu" => Ok(ComputeDevice::Cpu),
+                        gpu => gpu
+                            .strip_prefix("gpu")
+                            .and_then(|i| if i.is_empty() { Some(0) } else { i.parse().ok() })
+                            .map(|index| ComputeDevice::Gpu { index })
+                            .ok_or_else(|| format!("--devices takes cpu, gpu or gpuN, not '{gpu}'")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "--cores" => args.axes.cpu_cores = list(&arg, &value()?)?,
             "--batch" => args.axes.max_batch_sizes = list(&arg, &value()?)?,
             "--instances" => args.axes.instances = list(&arg, &value()?)?,
@@ -132,7 +152,7 @@ fn parse() -> Result<Args, BoxError> {
             "--cost-core-hour" => args.cost.cpu_core_hour = number(&arg, &value()?)?,
             "--cost-gpu-hour" => args.cost.gpu_hour = number(&arg, &value()?)?,
             "--help" | "-h" => {
-                println!("usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]");
+                println!("usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--devices LIST] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--max-trials N] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]");
                 std::process::exit(0);
             }
             flag if flag.starts_with("--") => return Err(format!("unknown flag {flag} (try --help)").into()),
@@ -180,12 +200,17 @@ async fn run() -> Result<(), BoxError> {
         .with_window(Duration::from_millis(args.window_ms))
         .with_warmup(Duration::from_millis(args.window_ms.min(1000)))
         .with_seed(args.seed)
+        .with_max_trials(args.max_trials)
         .with_check_outputs(requests.expected.is_some());
     let mut config = ProfilerConfig::default()
         .with_latency_target_ms(args.latency_ms)
         .with_cost(args.cost.clone())
         .with_load(load)
-        .with_protocol(args.protocol);
+        .with_protocol(args.protocol)
+        // A short run: one flat step ends a sweep, three open-loop rates bound the capacity
+        // within about a tenth.
+        .with_saturation_steps(1)
+        .with_open_loop_steps(3);
     if let Some(d) = args.demand {
         config = config.with_demand_rps(d);
     }

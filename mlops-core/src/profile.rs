@@ -374,6 +374,10 @@ pub struct Confirmation {
     pub window_latency_ms: Vec<f64>,
     /// Whether every window met the latency target with no failed request.
     pub passed: bool,
+    /// Higher rates tried first that missed the target, in the order tried; when the
+    /// confirmation passed at a lower rate, that rate became the configuration's capacity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed_rates_rps: Vec<f64>,
 }
 
 /// How the configurations were chosen.

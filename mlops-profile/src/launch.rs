@@ -573,3 +573,65 @@ impl std::fmt::Debug for ServerProcess {
             .finish()
     }
 }
+
+/// Sets the CPU affinity of every thread of this process.
+fn pin_process(cpus: &[usize]) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: CPU_SET writes inside the set we own; ids come from sched_getaffinity.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    let mut all = true;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
+            continue;
+        };
+        // SAFETY: setting the affinity of one of our own threads with a valid set.
+        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        all &= rc == 0;
+    }
+    all
+}
+
+/// Keeps this process (the load generator) off the CPUs a server was given, while it
+/// lives, when other CPUs are left: a client that shares the server's cores takes time from
+/// it and shows up in its latency as scheduling stalls. Dropping it restores the CPUs the
+/// process had.
+pub struct ClientPinning {
+    restore: Option<Vec<usize>>,
+}
+
+impl ClientPinning {
+    /// Moves every thread of this process to the allowed CPUs not in `server_cpus`; does
+    /// nothing when that leaves none.
+    pub fn away_from(server_cpus: &[usize]) -> ClientPinning {
+        let allowed = allowed_cpus();
+        let rest: Vec<usize> = allowed.iter().copied().filter(|c| !server_cpus.contains(c)).collect();
+        if rest.is_empty() || rest.len() == allowed.len() {
+            return ClientPinning { restore: None };
+        }
+        if !pin_process(&rest) {
+            tracing::warn!("could not move every load-generator thread off the server's CPUs");
+        }
+        ClientPinning {
+            restore: Some(allowed),
+        }
+    }
+
+    /// Whether the client was moved.
+    pub fn is_pinned(&self) -> bool {
+        self.restore.is_some()
+    }
+}
+
+impl Drop for ClientPinning {
+    fn drop(&mut self) {
+        if let Some(cpus) = self.restore.take() {
+            pin_process(&cpus);
+        }
+    }
+}

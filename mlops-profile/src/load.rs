@@ -396,7 +396,7 @@ impl LoadGenerator {
                 requests: prepared,
                 expected: requests.expected.clone(),
                 config,
-                recorder: Recorder::new(1),
+                recorder: Recorder::new(16),
                 stop: AtomicBool::new(false),
             }),
         })
@@ -421,7 +421,7 @@ impl LoadGenerator {
                 requests: self.shared.requests.clone(),
                 expected: self.shared.expected.clone(),
                 config,
-                recorder: Recorder::new(1),
+                recorder: Recorder::new(16),
                 stop: AtomicBool::new(false),
             }),
         })
@@ -531,30 +531,34 @@ impl LoadGenerator {
     }
 
     /// Sends exactly `count` requests at `concurrency` (as perf_analyzer's
-    /// `--request-count`) and returns how long they took and how many failed.
-    pub async fn run_requests(&self, concurrency: usize, count: u64) -> (Duration, u64) {
+    /// `--request-count`), recording each as a measurement does, and returns how long they
+    /// took, how many failed, and their latency.
+    pub async fn run_requests(&self, concurrency: usize, count: u64) -> (Duration, u64, LatencySummary) {
         let next = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
+        let shared = self.shared.clone();
+        shared.recorder.take();
         let started = Instant::now();
         let mut workers = Vec::with_capacity(concurrency.max(1));
-        for _ in 0..concurrency.max(1) {
-            let (shared, next, failed) = (self.shared.clone(), next.clone(), failed.clone());
+        for worker in 0..concurrency.max(1) {
+            let (shared, next) = (shared.clone(), next.clone());
             workers.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
                     }
-                    if shared.one(i as usize).await.is_err() {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let sent = Instant::now();
+                    let outcome = shared.one(i as usize).await;
+                    shared.recorder.record(worker, outcome.map(|()| sent.elapsed()));
                 }
             }));
         }
         for w in workers {
             let _ = w.await;
         }
-        (started.elapsed(), failed.load(Ordering::Relaxed))
+        let took = started.elapsed();
+        let done = shared.recorder.take();
+        (took, done.errors.values().sum(), summarise(&done.histogram))
     }
 }
 
@@ -603,36 +607,82 @@ impl Schedule {
     }
 }
 
-/// `max_in_flight` workers share one schedule: each takes the next due time, waits for
-/// it, sends, and records the latency from the due time. A due time that finds every
-/// worker busy is served late, and the lateness is in its latency (no coordinated
-/// omission); no task is spawned per request, which keeps the client cheap.
+/// How early the pacer may release a request instead of sleeping again.
+const PACER_QUANTUM: Duration = Duration::from_micros(20);
+
+/// Requests released by the pacer, oldest first: when each left the schedule.
+type Released = Mutex<std::collections::VecDeque<Instant>>;
+
+/// A pacer thread releases requests at their due times with the operating system's
+/// high-resolution sleep (tokio's timer has millisecond ticks, which would send a
+/// millisecond's requests in one burst); `max_in_flight` workers take the released
+/// requests and send them. A request released while every worker is busy waits, and the
+/// wait is in its latency, which runs from its release (no coordinated omission); no task
+/// is spawned per request, which keeps the client cheap.
 async fn open_loop(run: Arc<Shared>, rps: f64, poisson: bool) {
-    let schedule = Arc::new(Mutex::new(Schedule {
+    let mut schedule = Schedule {
         next_due: Instant::now(),
         rng: StdRng::seed_from_u64(run.config.seed),
         gap: if poisson { Exp::new(rps).ok() } else { None },
         even: Duration::from_secs_f64(1.0 / rps),
-    }));
+    };
+    let released: Arc<Released> = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let ready = Arc::new(tokio::sync::Semaphore::new(0));
+    let pacer = {
+        let (run, released, ready) = (run.clone(), released.clone(), ready.clone());
+        std::thread::Builder::new()
+            .name("mlops-profile-pacer".into())
+            .spawn(move || {
+                // Sleep precisely: the default 50 µs timer slack would blur the schedule.
+                // SAFETY: PR_SET_TIMERSLACK takes a plain integer for the calling thread.
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000) };
+                let mut due = schedule.take();
+                while !run.stop.load(Ordering::Acquire) {
+                    let now = Instant::now();
+                    // What falls due within a few microseconds leaves now: a wake-up costs
+                    // more than that much precision is worth.
+                    if due > now + PACER_QUANTUM {
+                        // At most 50 ms at a time, so a stop is noticed.
+                        std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    let mut n = 0;
+                    {
+                        let mut queue = released.lock().unwrap_or_else(|p| p.into_inner());
+                        while due <= now + PACER_QUANTUM {
+                            queue.push_back(now);
+                            due = schedule.take();
+                            n += 1;
+                        }
+                    }
+                    ready.add_permits(n);
+                }
+                ready.close();
+            })
+    };
+    let Ok(pacer) = pacer else {
+        tracing::warn!("cannot start the open loop's pacer thread");
+        return;
+    };
     let seq = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::with_capacity(run.config.max_in_flight);
     for worker in 0..run.config.max_in_flight {
-        let (run, schedule, seq) = (run.clone(), schedule.clone(), seq.clone());
+        let (run, released, ready, seq) = (run.clone(), released.clone(), ready.clone(), seq.clone());
         workers.push(tokio::spawn(async move {
-            while !run.stop.load(Ordering::Acquire) {
-                let due = schedule.lock().unwrap_or_else(|p| p.into_inner()).take();
+            while let Ok(permit) = ready.acquire().await {
+                permit.forget();
+                let Some(start) = released.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    continue;
+                };
                 let i = seq.fetch_add(1, Ordering::Relaxed);
-                if due > Instant::now() {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                    if run.stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                }
                 let outcome = run.one(i).await;
-                run.recorder.record(worker, outcome.map(|()| due.elapsed()));
+                run.recorder.record(worker, outcome.map(|()| start.elapsed()));
             }
         }));
     }
+    // The pacer stops on the run's stop flag and closes the semaphore; workers then finish
+    // the request they are on.
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     for w in workers {
         let _ = w.await;
     }

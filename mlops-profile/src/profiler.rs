@@ -17,7 +17,7 @@ use mlops_core::profile::{
 
 use crate::error::{Error, Result};
 use crate::input::RequestSet;
-use crate::launch::{Budget, ServerCommand, ServerProcess, allowed_cpus};
+use crate::launch::{Budget, ClientPinning, ServerCommand, ServerProcess, allowed_cpus};
 use crate::load::{LoadConfig, LoadGenerator, LoadMode};
 use crate::monitor::{MonitorConfig, Sampler};
 use crate::search::{Scores, SearchSpace, Strategy, objective};
@@ -63,6 +63,9 @@ pub struct ProfilerConfig {
     pub max_concurrency: usize,
     /// A sweep stops once this many steps in a row gained less than 5% throughput.
     pub saturation_steps: usize,
+    /// Open-loop rates tried per configuration, bisecting between a quarter of and the
+    /// best closed-loop throughput within the target.
+    pub open_loop_steps: usize,
     /// Drive the recommendation at its capacity once more to confirm it.
     pub confirm: bool,
     /// How often resources are sampled.
@@ -81,6 +84,7 @@ impl Default for ProfilerConfig {
             protocol: Protocol::default(),
             max_concurrency: 64,
             saturation_steps: 2,
+            open_loop_steps: 4,
             confirm: true,
             sample_interval: Duration::from_millis(100),
             memory_limit_bytes: None,
@@ -122,6 +126,18 @@ impl ProfilerConfig {
     /// Sets the highest concurrency.
     pub fn with_max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = n;
+        self
+    }
+
+    /// Sets how many steps without a 5% gain end a concurrency sweep.
+    pub fn with_saturation_steps(mut self, steps: usize) -> Self {
+        self.saturation_steps = steps.max(1);
+        self
+    }
+
+    /// Sets how many open-loop rates are tried per configuration.
+    pub fn with_open_loop_steps(mut self, steps: usize) -> Self {
+        self.open_loop_steps = steps.max(1);
         self
     }
 
@@ -335,14 +351,11 @@ impl Profiler {
             }
         }
         interrupted |= self.interrupted();
-        let recommendation = self.recommend(&profiles);
-        let confirmation = match (&recommendation, self.config.confirm && !interrupted) {
-            (Some(r), true) if r.meets_target => {
-                self.say(format!("confirming {} at {:.0} req/s", r.config_id, r.capacity_rps));
-                Some(self.confirm(&r.config, r.capacity_rps, &sampler).await)
-            }
-            _ => None,
-        };
+        let mut recommendation = self.recommend(&profiles);
+        let mut confirmation = None;
+        if self.config.confirm && !interrupted {
+            (recommendation, confirmation) = self.confirm_recommendation(recommendation, &mut profiles, &sampler).await;
+        }
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();
         }
@@ -381,12 +394,16 @@ impl Profiler {
         })
     }
 
-    async fn launch(&self, config: &ServingConfig) -> Result<ServerProcess> {
+    /// Launches `config`, and moves this process off the server's CPUs while it runs.
+    async fn launch(&self, config: &ServingConfig) -> Result<(ServerProcess, ClientPinning)> {
         let mut budget = Budget::for_config(config)?;
         if let Some(limit) = self.config.memory_limit_bytes {
             budget = budget.with_memory_limit(limit);
         }
-        ServerProcess::launch(&self.command, &budget, config, &self.model_path, &self.model.name).await
+        let pinning = ClientPinning::away_from(budget.cpus.as_deref().unwrap_or(&[]));
+        let server =
+            ServerProcess::launch(&self.command, &budget, config, &self.model_path, &self.model.name).await?;
+        Ok((server, pinning))
     }
 
     /// Launches `config`, sweeps concurrency to find its capacity at the target, and stops
@@ -403,7 +420,7 @@ impl Profiler {
             curve: Vec::new(),
         };
         self.say(format!("{id}: starting the server"));
-        let server = match self.launch(config).await {
+        let (server, pinning) = match self.launch(config).await {
             Ok(s) => s,
             Err(e) => {
                 profile.status = ConfigStatus::Failed { reason: e.to_string() };
@@ -426,6 +443,7 @@ impl Profiler {
             Err(reason) => profile.status = ConfigStatus::Failed { reason },
         }
         drop(server);
+        drop(pinning);
         profile
     }
 
@@ -487,9 +505,9 @@ impl Profiler {
                 curve.push(m);
             }
         }
-        // A closed loop slows down with the server; real traffic does not. The best
-        // closed-loop throughput within the target is held open loop, stepping down until
-        // the target holds: the rate that does is the capacity.
+        // A closed loop slows down with the server; real traffic does not. Below the best
+        // closed-loop throughput within the target, T, the highest open-loop rate that holds
+        // the target is the capacity.
         let closed_best = curve
             .iter()
             .filter(|m| sustains(m, limit, percentile))
@@ -498,27 +516,27 @@ impl Profiler {
         if closed_best <= 0.0 {
             return Ok(());
         }
-        let mut passed: Option<f64> = None;
-        let mut failed: Option<f64> = None;
-        for factor in [1.0, 0.85, 0.7, 0.55, 0.4, 0.25] {
+        // Bisection over [T/4, T]; if even T/4 misses, one try at T/10.
+        let (mut lo, mut hi) = (0.25, 1.0);
+        let mut any_passed = false;
+        for _ in 0..self.config.open_loop_steps {
             if self.interrupted() {
                 return Ok(());
             }
+            let factor = (lo + hi) / 2.0;
             let rps = closed_best * factor;
             self.say(format!("{id}: {rps:.0} req/s open loop"));
             let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
-            let good = sustains(&m, limit, percentile);
-            curve.push(m);
-            if good {
-                passed = Some(factor);
-                break;
+            if sustains(&m, limit, percentile) {
+                lo = factor;
+                any_passed = true;
+            } else {
+                hi = factor;
             }
-            failed = Some(factor);
+            curve.push(m);
         }
-        if let (Some(p), Some(f)) = (passed, failed)
-            && !self.interrupted()
-        {
-            let rps = closed_best * (p + f) / 2.0;
+        if !any_passed && !self.interrupted() {
+            let rps = closed_best * 0.1;
             self.say(format!("{id}: {rps:.0} req/s open loop"));
             let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
             curve.push(m);
@@ -573,8 +591,9 @@ impl Profiler {
             },
             window_latency_ms: Vec::new(),
             passed: false,
+            missed_rates_rps: Vec::new(),
         };
-        let server = match self.launch(config).await {
+        let (server, _pinning) = match self.launch(config).await {
             Ok(s) => s,
             Err(e) => return failed(e.to_string()),
         };
@@ -621,7 +640,71 @@ impl Profiler {
             measurement,
             window_latency_ms,
             passed,
+            missed_rates_rps: Vec::new(),
         }
+    }
+
+    /// Confirms the recommendation at its capacity on a freshly launched server. A miss is
+    /// retried at 90% and 80% of the rate; a lower rate that holds becomes the
+    /// configuration's capacity (its measurement joins the curve), and the recommendation
+    /// is made again from the corrected figures, confirming the new choice if it changed.
+    async fn confirm_recommendation(
+        &self,
+        mut recommendation: Option<Recommendation>,
+        profiles: &mut [ConfigProfile],
+        sampler: &Sampler,
+    ) -> (Option<Recommendation>, Option<Confirmation>) {
+        let mut last = None;
+        for _round in 0..2 {
+            let Some(r) = recommendation.clone().filter(|r| r.meets_target) else {
+                return (recommendation, last);
+            };
+            let mut missed = Vec::new();
+            let mut confirmed = None;
+            for factor in [1.0, 0.9, 0.8] {
+                if self.interrupted() {
+                    break;
+                }
+                let rate = r.capacity_rps * factor;
+                self.say(format!("confirming {} at {rate:.0} req/s", r.config_id));
+                let c = self.confirm(&r.config, rate, sampler).await;
+                if c.passed {
+                    confirmed = Some(c);
+                    break;
+                }
+                missed.push(rate);
+                last = Some(Confirmation {
+                    missed_rates_rps: missed.clone(),
+                    ..c
+                });
+            }
+            let Some(mut c) = confirmed else {
+                return (recommendation, last);
+            };
+            c.missed_rates_rps = missed.clone();
+            let lowered = !missed.is_empty();
+            last = Some(c.clone());
+            if !lowered {
+                return (recommendation, last);
+            }
+            // The confirmed rate is the capacity now.
+            if let Some(p) = profiles.iter_mut().find(|p| p.id == r.config_id) {
+                p.curve.push(c.measurement.clone());
+                p.capacity_rps = Some(c.rate_rps);
+                p.capacity_point = Some(p.curve.len() - 1);
+            }
+            recommendation = self.recommend(profiles).map(|mut n| {
+                n.reason.push_str(&format!(
+                    "; {}'s capacity lowered from {:.0} to {:.0} req/s by the confirmation",
+                    r.config_id, r.capacity_rps, c.rate_rps
+                ));
+                n
+            });
+            if recommendation.as_ref().map(|n| &n.config_id) == Some(&r.config_id) {
+                return (recommendation, last);
+            }
+        }
+        (recommendation, last)
     }
 }
 
@@ -644,10 +727,11 @@ fn meets(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
 }
 
 /// Whether a load point was sustained within the target: it meets it, and an open-loop
-/// point was answered at (within 5% of) the rate it was sent at.
+/// point was answered at (within 1% of) the rate it was sent at: a server that falls
+/// behind by more builds a queue that a longer run would show.
 fn sustains(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
     let kept_up = match m.load {
-        LoadPoint::Rate { rps, .. } => m.throughput_rps >= 0.95 * rps,
+        LoadPoint::Rate { rps, .. } => m.throughput_rps >= 0.99 * rps,
         LoadPoint::Concurrency { .. } => true,
     };
     kept_up && meets(m, limit_ms, percentile)

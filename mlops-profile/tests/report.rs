@@ -189,6 +189,7 @@ fn realistic() -> ProfileReport {
             },
             window_latency_ms: vec![39.8, 41.5, 40.2],
             passed: true,
+            missed_rates_rps: vec![450.0],
         }),
         search: SearchSummary {
             strategy: "brute_force".to_owned(),
@@ -284,6 +285,10 @@ fn markdown_states_the_target_and_the_recommendation() {
 
     assert!(
         md.contains(&format!("`{id}` driven at 400 req/s: **passed**")),
+        "{md}"
+    );
+    assert!(
+        md.contains("- **Missed first at:** 450 req/s; the rate that held became the capacity"),
         "{md}"
     );
     assert!(

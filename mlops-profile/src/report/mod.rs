@@ -243,6 +243,14 @@ fn confirmation(out: &mut String, report: &ProfileReport) {
         c.config_id,
         fixed(c.rate_rps, 0),
     ));
+    if !c.missed_rates_rps.is_empty() {
+        let rates: Vec<String> = c.missed_rates_rps.iter().map(|r| fixed(*r, 0)).collect();
+        out.push_str(&format!(
+            "- **Missed first at:** {} req/s{}\n",
+            rates.join(", "),
+            if c.passed { "; the rate that held became the capacity" } else { "" },
+        ));
+    }
     let m = &c.measurement;
     out.push_str(&format!(
         "- **Answered:** {} req/s, p{p} {} ms, {} requests, {} failed\n",
