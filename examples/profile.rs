@@ -94,7 +94,7 @@ fn parse() -> Result<Args, BoxError> {
             devices: vec![ComputeDevice::Cpu, ComputeDevice::Gpu { index: 0 }],
             cpu_cores: vec![1, 2],
             gpu_fractions: vec![1.0, 0.5, 0.25],
-            max_batch_sizes: vec![1, 8, 32],
+            max_batch_sizes: vec![1, 4, 8, 32],
             queue_delays_us: vec![0],
             instances: vec![1, 2],
             intra_op_threads: vec![1],

@@ -796,9 +796,11 @@ pub fn recommend(
             reason,
         });
     }
-    // Nothing meets the target: the closest, by its lowest latency anywhere on its curve.
+    // Nothing meets the target: the closest measured one, by its lowest latency anywhere on
+    // its curve (a failed configuration is never recommended).
     let closest = profiles
         .iter()
+        .filter(|p| p.status == ConfigStatus::Measured)
         .filter_map(|p| {
             p.curve
                 .iter()

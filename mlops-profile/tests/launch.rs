@@ -228,3 +228,99 @@ async fn an_impossible_target_names_the_closest_configuration() {
     assert_eq!(report.configs[0].capacity_rps, Some(0.0));
     assert!(report.confirmation.is_none());
 }
+
+fn one_cpu_config(batch: usize) -> Axes {
+    Axes {
+        devices: vec![ComputeDevice::Cpu],
+        cpu_cores: vec![1],
+        gpu_fractions: vec![],
+        max_batch_sizes: vec![batch],
+        queue_delays_us: vec![0],
+        instances: vec![1],
+        intra_op_threads: vec![1],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_run_is_a_failed_configuration_and_the_search_goes_on() {
+    // Our server, killed by `timeout` two seconds after it starts: during the sweep.
+    let mut args = vec!["2".to_owned(), env!("CARGO_BIN_EXE_mlops-profile-server").to_owned()];
+    args.extend(ours().args);
+    let dying = ServerCommand::new("timeout", args, ours().ready_url);
+    let path = testdata("mlp.onnx");
+    let manifest = ModelManifest::from_path(&path).expect("manifest");
+    let requests = input::for_model(&manifest, &path, &InputOptions::default()).expect("inputs");
+    let load = LoadConfig::default()
+        .with_warmup(Duration::from_millis(100))
+        .with_window(Duration::from_millis(300))
+        .with_max_trials(4);
+    let config = ProfilerConfig::default().with_load(load).with_latency_target_ms(50.0);
+    let profiler = Profiler::new(&path, &manifest, dying, requests, config).expect("profiler");
+    let mut axes = one_cpu_config(1);
+    axes.max_batch_sizes = vec![1, 8];
+    let report = profiler
+        .run(SearchSpace::grid(&axes), &mut BruteForce)
+        .await
+        .expect("a report, not an error");
+    assert_eq!(report.search.measured, 2, "the search went on after the first failure");
+    for c in &report.configs {
+        match &c.status {
+            ConfigStatus::Failed { reason } => assert!(reason.contains("exited"), "{reason}"),
+            other => panic!("{}: {other:?}", c.id),
+        }
+    }
+    assert_eq!(report.recommendation, None, "a failed configuration is never recommended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_only_errors_is_a_failed_configuration() {
+    // Requests for another model: every one is refused with 400.
+    let path = testdata("mlp.onnx");
+    let manifest = ModelManifest::from_path(&path).expect("manifest");
+    let tagger = testdata("torch_tagger.onnx");
+    let wrong = input::for_model(
+        &ModelManifest::from_path(&tagger).expect("manifest"),
+        &tagger,
+        &InputOptions::default(),
+    )
+    .expect("inputs");
+    let load = LoadConfig::default()
+        .with_warmup(Duration::from_millis(100))
+        .with_window(Duration::from_millis(200))
+        .with_max_trials(3);
+    let config = ProfilerConfig::default().with_load(load);
+    let profiler = Profiler::new(&path, &manifest, ours(), wrong, config).expect("profiler");
+    let report = profiler
+        .run(SearchSpace::grid(&one_cpu_config(8)), &mut BruteForce)
+        .await
+        .expect("report");
+    match &report.configs[0].status {
+        ConfigStatus::Failed { reason } => {
+            assert!(reason.contains("no request was answered") && reason.contains("http_400"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.configs[0].curve.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_keeps_what_was_measured() {
+    let profiler = quick_profiler(50.0);
+    let flag = profiler.interrupt_flag();
+    let mut axes = one_cpu_config(1);
+    axes.max_batch_sizes = vec![1, 4, 8];
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        flag.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let report = profiler
+        .run(SearchSpace::grid(&axes), &mut BruteForce)
+        .await
+        .expect("report");
+    assert!(report.interrupted);
+    assert!(report.search.measured >= 1 && report.search.measured < 3, "{}", report.search.measured);
+    let first = &report.configs[0];
+    assert!(!first.curve.is_empty(), "the points measured before the interrupt are kept");
+    assert!(report.configs.iter().any(|c| c.status == ConfigStatus::Skipped));
+    assert!(report.confirmation.is_none(), "no confirmation after an interrupt");
+}

@@ -491,8 +491,13 @@ fn unimodal(space: &SearchSpace, peak: usize) -> Vec<f64> {
 fn hill_climb_on_a_tiny_space_finds_the_peak() {
     let space = SearchSpace::grid(&Axes::default().with_cpu_cores([1, 2]));
     assert_eq!(space.len(), 12);
+    // 30% of 12, rounded down: never more than the share asked for.
     assert_eq!(
         HillClimb::new(0).with_budget_fraction(0.3).budget(&space),
+        3
+    );
+    assert_eq!(
+        HillClimb::new(0).with_budget_fraction(0.34).budget(&space),
         4
     );
     // A score that peaks at both cores, batch 8 and two instances, two steps from where
@@ -501,7 +506,7 @@ fn hill_climb_on_a_tiny_space_finds_the_peak() {
     let values = unimodal(&space, peak);
     for seed in 0..5 {
         let path = search::run(
-            &mut HillClimb::new(seed).with_budget_fraction(0.3),
+            &mut HillClimb::new(seed).with_budget(4),
             &space,
             |i| Some(values[i]),
         );
@@ -519,7 +524,7 @@ fn hill_climb_on_a_tiny_space_finds_the_peak() {
         let values = unimodal(&space, peak);
         for seed in 0..5 {
             let tight = search::run(
-                &mut HillClimb::new(seed).with_budget_fraction(0.3),
+                &mut HillClimb::new(seed).with_budget(4),
                 &space,
                 |i| Some(values[i]),
             );

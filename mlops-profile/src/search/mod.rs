@@ -598,7 +598,7 @@ impl HillClimb {
         }
     }
 
-    /// Measures `fraction` of the space (rounded up, and at least one configuration per
+    /// Measures `fraction` of the space (rounded down, and at least one configuration per
     /// device).
     pub fn with_budget_fraction(mut self, fraction: f64) -> Self {
         self.budget_fraction = fraction;
@@ -630,8 +630,9 @@ impl HillClimb {
                 } else {
                     0.0
                 };
-                // The small allowance keeps 0.1 × 30 (3.0000000000000004) at 3.
-                let budget = (fraction * len as f64 - 1e-9).ceil().max(0.0) as usize;
+                // Rounded down, so the share measured never exceeds the fraction; the small
+                // allowance keeps 0.3 × 10 (2.9999999999999996) at 3.
+                let budget = (fraction * len as f64 + 1e-9).floor().max(0.0) as usize;
                 budget.max(space.devices().len()).min(len)
             }
         }
