@@ -61,13 +61,17 @@ fn generator_ceiling(c: &mut Criterion) {
         .expect("loads");
     let targets: Vec<(&str, Arc<dyn Target>)> = vec![
         ("null", Arc::new(Null)),
-        ("in_process/mlp", Arc::new(ServerTarget::new(Arc::new(server), "mlp", None))),
+        (
+            "in_process/mlp",
+            Arc::new(ServerTarget::new(Arc::new(server), "mlp", None)),
+        ),
     ];
     let mut group = c.benchmark_group(format!("{DEVICE}/load_generator/concurrency{CONCURRENCY}"));
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));
     for (name, target) in targets {
-        let generator = LoadGenerator::new(target, &requests, LoadConfig::default()).expect("generator");
+        let generator =
+            LoadGenerator::new(target, &requests, LoadConfig::default()).expect("generator");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let (took, failed, _) = rt.block_on(generator.run_requests(CONCURRENCY, iters));

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use mlops::core::ModelManifest;
 use mlops::profile::input::{self, InputOptions};
-use mlops::profile::{GrpcTarget, HttpEncoding, HttpTarget, LoadConfig, LoadGenerator, LoadMode, Target};
+use mlops::profile::{
+    GrpcTarget, HttpEncoding, HttpTarget, LoadConfig, LoadGenerator, LoadMode, Target,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -59,19 +61,29 @@ async fn run() -> Result<(), BoxError> {
             "--protocol" => protocol = value()?,
             "--concurrency" => {
                 for v in value()?.split(',') {
-                    modes.push(LoadMode::Concurrency(v.trim().parse().map_err(|_| format!("--concurrency: '{v}' is not a number"))?));
+                    modes.push(LoadMode::Concurrency(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| format!("--concurrency: '{v}' is not a number"))?,
+                    ));
                 }
             }
             "--rate" => {
                 rates = Some(
                     value()?
                         .split(',')
-                        .map(|v| v.trim().parse().map_err(|_| format!("--rate: '{v}' is not a number")))
+                        .map(|v| {
+                            v.trim()
+                                .parse()
+                                .map_err(|_| format!("--rate: '{v}' is not a number"))
+                        })
                         .collect::<Result<_, _>>()?,
                 );
             }
             "--poisson" => poisson = true,
-            "--window-ms" => window_ms = value()?.parse().map_err(|_| "--window-ms takes a number")?,
+            "--window-ms" => {
+                window_ms = value()?.parse().map_err(|_| "--window-ms takes a number")?
+            }
             "--input" => input_path = value()?.into(),
             "--json" => json = true,
             "--check" => check = true,
@@ -88,7 +100,11 @@ async fn run() -> Result<(), BoxError> {
         "http_json" => Arc::new(HttpTarget::new(&url, &model, None, HttpEncoding::Json)?),
         "http_binary" => Arc::new(HttpTarget::new(&url, &model, None, HttpEncoding::Binary)?),
         "grpc" => Arc::new(GrpcTarget::new(&url, &model, None, 4)?),
-        other => return Err(format!("--protocol takes http_json, http_binary or grpc, not '{other}'").into()),
+        other => {
+            return Err(
+                format!("--protocol takes http_json, http_binary or grpc, not '{other}'").into(),
+            );
+        }
     };
     let requests = if input_path.extension().is_some_and(|e| e == "json") {
         input::from_file(&input_path)?
@@ -101,10 +117,22 @@ async fn run() -> Result<(), BoxError> {
         .with_check_outputs(check && requests.expected.is_some());
     let generator = LoadGenerator::new(target.clone(), &requests, config)?;
     if !json {
-        println!("{} with requests from {}", target.describe(), requests.source);
+        println!(
+            "{} with requests from {}",
+            target.describe(),
+            requests.source
+        );
         println!(
             "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}",
-            "load", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "stable", "client µs/req"
+            "load",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "stable",
+            "client µs/req"
         );
     }
     for mode in modes {
@@ -121,7 +149,11 @@ async fn run() -> Result<(), BoxError> {
                 m.latency.p99_ms,
                 m.latency.max_ms,
                 m.error_count(),
-                if m.stable { format!("{}", m.trials) } else { "no".into() },
+                if m.stable {
+                    format!("{}", m.trials)
+                } else {
+                    "no".into()
+                },
                 m.client_cpu_us_per_request
             );
         }

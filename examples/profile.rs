@@ -65,9 +65,9 @@ fn list<T: std::str::FromStr>(flag: &str, value: &str) -> Result<Vec<T>, BoxErro
     value
         .split(',')
         .map(|v| {
-            v.trim()
-                .parse()
-                .map_err(|_| format!("{flag} takes a comma-separated list of numbers, not '{value}'").into())
+            v.trim().parse().map_err(|_| {
+                format!("{flag} takes a comma-separated list of numbers, not '{value}'").into()
+            })
         })
         .collect()
 }
@@ -114,7 +114,12 @@ fn parse() -> Result<Args, BoxError> {
                     "http_json" => Protocol::HttpJson,
                     "http_binary" => Protocol::HttpBinary,
                     "grpc" => Protocol::Grpc,
-                    other => return Err(format!("--protocol takes http_json, http_binary or grpc, not '{other}'").into()),
+                    other => {
+                        return Err(format!(
+                            "--protocol takes http_json, http_binary or grpc, not '{other}'"
+                        )
+                        .into());
+                    }
                 }
             }
             "--brute-force" => args.brute_force = true,
@@ -130,9 +135,17 @@ fn parse() -> Result<Args, BoxError> {
                         "cpu" => Ok(ComputeDevice::Cpu),
                         gpu => gpu
                             .strip_prefix("gpu")
-                            .and_then(|i| if i.is_empty() { Some(0) } else { i.parse().ok() })
+                            .and_then(|i| {
+                                if i.is_empty() {
+                                    Some(0)
+                                } else {
+                                    i.parse().ok()
+                                }
+                            })
                             .map(|index| ComputeDevice::Gpu { index })
-                            .ok_or_else(|| format!("--devices takes cpu, gpu or gpuN, not '{gpu}'")),
+                            .ok_or_else(|| {
+                                format!("--devices takes cpu, gpu or gpuN, not '{gpu}'")
+                            }),
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -152,10 +165,14 @@ fn parse() -> Result<Args, BoxError> {
             "--cost-core-hour" => args.cost.cpu_core_hour = number(&arg, &value()?)?,
             "--cost-gpu-hour" => args.cost.gpu_hour = number(&arg, &value()?)?,
             "--help" | "-h" => {
-                println!("usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--devices LIST] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--max-trials N] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]");
+                println!(
+                    "usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--devices LIST] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--max-trials N] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]"
+                );
                 std::process::exit(0);
             }
-            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag} (try --help)").into()),
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown flag {flag} (try --help)").into());
+            }
             model => args.model = model.into(),
         }
     }
@@ -214,12 +231,20 @@ async fn run() -> Result<(), BoxError> {
     if let Some(d) = args.demand {
         config = config.with_demand_rps(d);
     }
-    let profiler = Profiler::new(&args.model, &manifest, ServerCommand::current_exe()?, requests, config)?
-        .with_progress_bar();
+    let profiler = Profiler::new(
+        &args.model,
+        &manifest,
+        ServerCommand::current_exe()?,
+        requests,
+        config,
+    )?
+    .with_progress_bar();
     let flag = profiler.interrupt_flag();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing the measurement in progress, then writing the report");
+            eprintln!(
+                "interrupted: finishing the measurement in progress, then writing the report"
+            );
             flag.store(true, std::sync::atomic::Ordering::Release);
         }
     });
@@ -236,8 +261,12 @@ async fn run() -> Result<(), BoxError> {
     let mut unavailable: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in &report.configs {
         let status = match &c.status {
-            mlops::core::ConfigStatus::Measured => format!("{:>8.0} req/s", c.capacity_rps.unwrap_or(0.0)),
-            mlops::core::ConfigStatus::Failed { reason } => format!("failed: {}", reason.lines().next().unwrap_or("")),
+            mlops::core::ConfigStatus::Measured => {
+                format!("{:>8.0} req/s", c.capacity_rps.unwrap_or(0.0))
+            }
+            mlops::core::ConfigStatus::Failed { reason } => {
+                format!("failed: {}", reason.lines().next().unwrap_or(""))
+            }
             mlops::core::ConfigStatus::Unavailable { reason } => {
                 *unavailable.entry(reason.as_str()).or_insert(0) += 1;
                 continue;

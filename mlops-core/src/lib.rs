@@ -42,11 +42,11 @@ pub use dtype::{DataType, Element, UnknownDataType};
 pub use error::{Error, Result};
 pub use format::{ModelFormat, detect, detect_bytes};
 pub use infer::{BoxError, Infer, InferFuture, Replica, ReplicaSource, ReplicasFuture};
+pub use manifest::{FileEntry, Lineage, MLMODEL_METADATA_KEY, ModelEntry, ModelManifest};
 pub use profile::{
     ComputeDevice, ConfigProfile, ConfigStatus, CostModel, Measurement, ProfileReport,
     Recommendation, ServingConfig,
 };
-pub use manifest::{FileEntry, Lineage, MLMODEL_METADATA_KEY, ModelEntry, ModelManifest};
 pub use reference::{MAX_NAME_LEN, ModelRef, VersionSelector, validate_alias, validate_model_name};
 pub use signature::{Dim, Signature, TensorSpec};
 pub use tensor::Tensor;

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const PROFILE_SCHEMA_VERSION: u32 = 1;
 
 /// Where a configuration computes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ComputeDevice {
     /// The host's CPU cores only.
@@ -89,7 +91,11 @@ impl ServingConfig {
         let device = match (self.device, self.gpu_fraction) {
             (ComputeDevice::Cpu, _) => format!("cpu{}", self.cpu_cores),
             (ComputeDevice::Gpu { index }, fraction) => {
-                format!("gpu{index}x{:.2}-c{}", fraction.unwrap_or(1.0), self.cpu_cores)
+                format!(
+                    "gpu{index}x{:.2}-c{}",
+                    fraction.unwrap_or(1.0),
+                    self.cpu_cores
+                )
             }
         };
         format!(
@@ -169,7 +175,11 @@ impl fmt::Display for LoadPoint {
         match self {
             LoadPoint::Concurrency { concurrency } => write!(f, "concurrency {concurrency}"),
             LoadPoint::Rate { rps, poisson } => {
-                write!(f, "{rps:.1} req/s{}", if *poisson { " (Poisson)" } else { "" })
+                write!(
+                    f,
+                    "{rps:.1} req/s{}",
+                    if *poisson { " (Poisson)" } else { "" }
+                )
             }
         }
     }
@@ -539,7 +549,11 @@ impl ProfileReport {
             Some(r) => {
                 out.push_str(&format!(
                     "\n{} {} × {} at {:.0} req/s each: {:.4} {}/h, {:.4} {} per million requests",
-                    if r.meets_target { "recommended:" } else { "closest (misses the target):" },
+                    if r.meets_target {
+                        "recommended:"
+                    } else {
+                        "closest (misses the target):"
+                    },
                     r.replicas,
                     r.config_id,
                     r.capacity_rps,
@@ -556,7 +570,11 @@ impl ProfileReport {
             out.push_str(&format!(
                 "\nconfirmation at {:.0} req/s: {}",
                 c.rate_rps,
-                if c.passed { "met the target in every window" } else { "missed the target" }
+                if c.passed {
+                    "met the target in every window"
+                } else {
+                    "missed the target"
+                }
             ));
         }
         out

@@ -116,14 +116,26 @@ pub fn golden_for(model: &Path) -> Option<PathBuf> {
 
 /// The requests for the model at `path` (described by `manifest`): the file given, else
 /// its golden file, else random data from its signature.
-pub fn for_model(manifest: &ModelManifest, path: &Path, options: &InputOptions) -> Result<RequestSet> {
+pub fn for_model(
+    manifest: &ModelManifest,
+    path: &Path,
+    options: &InputOptions,
+) -> Result<RequestSet> {
     if let Some(file) = &options.file {
-        return rebatch(from_file(file)?, manifest.signature.as_ref(), options.batch_size);
+        return rebatch(
+            from_file(file)?,
+            manifest.signature.as_ref(),
+            options.batch_size,
+        );
     }
     if options.use_golden
         && let Some(golden) = golden_for(path)
     {
-        return rebatch(from_file(&golden)?, manifest.signature.as_ref(), options.batch_size);
+        return rebatch(
+            from_file(&golden)?,
+            manifest.signature.as_ref(),
+            options.batch_size,
+        );
     }
     let Some(signature) = &manifest.signature else {
         return Err(Error::Inputs {
@@ -143,7 +155,8 @@ pub fn from_file(path: &Path) -> Result<RequestSet> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| file_error(format!("not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| file_error(format!("not JSON: {e}")))?;
     let list = match &value {
         Value::Array(items) => items.clone(),
         Value::Object(o) if o.contains_key("requests") => o
@@ -152,7 +165,11 @@ pub fn from_file(path: &Path) -> Result<RequestSet> {
             .cloned()
             .ok_or_else(|| file_error("\"requests\" is not a list".into()))?,
         Value::Object(_) => vec![value.clone()],
-        _ => return Err(file_error("expected a request object or a list of them".into())),
+        _ => {
+            return Err(file_error(
+                "expected a request object or a list of them".into(),
+            ));
+        }
     };
     if list.is_empty() {
         return Err(file_error("no requests in the file".into()));
@@ -179,7 +196,10 @@ pub fn from_file(path: &Path) -> Result<RequestSet> {
         // Outputs count as expected answers only when they carry data.
         expected.push(tensors("outputs").ok().flatten().filter(|o| !o.is_empty()));
     }
-    let expected = expected.iter().all(Option::is_some).then(|| expected.into_iter().flatten().collect());
+    let expected = expected
+        .iter()
+        .all(Option::is_some)
+        .then(|| expected.into_iter().flatten().collect());
     Ok(RequestSet {
         requests,
         expected,
@@ -188,7 +208,10 @@ pub fn from_file(path: &Path) -> Result<RequestSet> {
 }
 
 fn json_tensor(v: &Value) -> std::result::Result<Tensor, String> {
-    let name = v.get("name").and_then(Value::as_str).ok_or("a tensor without a name")?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a tensor without a name")?;
     let dtype: DataType = v
         .get("datatype")
         .and_then(Value::as_str)
@@ -220,7 +243,10 @@ fn rebatch(set: RequestSet, signature: Option<&Signature>, rows: usize) -> Resul
     let mut requests = Vec::new();
     let mut expected = set.expected.as_ref().map(|_| Vec::new());
     for (i, request) in set.requests.iter().enumerate() {
-        let have = request.first().and_then(|t| t.shape().first().copied()).unwrap_or(0);
+        let have = request
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(0);
         if have < rows {
             // Too few rows to split: keep the request whole.
             requests.push(request.clone());
@@ -238,7 +264,12 @@ fn rebatch(set: RequestSet, signature: Option<&Signature>, rows: usize) -> Resul
                 if rest > 0 {
                     sized.push(rest);
                 }
-                for (j, piece) in t.split_batch(&sized)?.into_iter().take(sizes.len()).enumerate() {
+                for (j, piece) in t
+                    .split_batch(&sized)?
+                    .into_iter()
+                    .take(sizes.len())
+                    .enumerate()
+                {
                     parts[j].push(piece);
                 }
             }
@@ -288,7 +319,10 @@ pub fn random(model: &str, signature: &Signature, options: &InputOptions) -> Res
                             "input '{}' has a dynamic dimension {axis} (shape [{}]); give its \
                              shape with --shape {}:D1,D2,...",
                             spec.name,
-                            dims.iter().map(|d| d.to_i64().to_string()).collect::<Vec<_>>().join(", "),
+                            dims.iter()
+                                .map(|d| d.to_i64().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
                             spec.name
                         ),
                     });
@@ -302,12 +336,14 @@ pub fn random(model: &str, signature: &Signature, options: &InputOptions) -> Res
     for _ in 0..options.random_requests.max(1) {
         let mut request = Vec::with_capacity(signature.inputs.len());
         for (spec, shape) in signature.inputs.iter().zip(&shapes) {
-            request.push(random_tensor(&spec.name, spec.dtype, shape.clone(), &mut rng).map_err(
-                |reason| Error::Inputs {
-                    model: model.to_owned(),
-                    reason,
-                },
-            )?);
+            request.push(
+                random_tensor(&spec.name, spec.dtype, shape.clone(), &mut rng).map_err(
+                    |reason| Error::Inputs {
+                        model: model.to_owned(),
+                        reason,
+                    },
+                )?,
+            );
         }
         requests.push(request);
     }
@@ -326,34 +362,70 @@ fn random_tensor(
 ) -> std::result::Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let t = match dtype {
-        DataType::Fp32 => Tensor::from_vec(name, shape, (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()),
-        DataType::Fp64 => Tensor::from_vec(name, shape, (0..n).map(|_| rng.random_range(-1.0f64..1.0)).collect()),
+        DataType::Fp32 => Tensor::from_vec(
+            name,
+            shape,
+            (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        ),
+        DataType::Fp64 => Tensor::from_vec(
+            name,
+            shape,
+            (0..n).map(|_| rng.random_range(-1.0f64..1.0)).collect(),
+        ),
         DataType::Fp16 => Tensor::from_vec(
             name,
             shape,
-            (0..n).map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0))).collect(),
+            (0..n)
+                .map(|_| half::f16::from_f32(rng.random_range(-1.0f32..1.0)))
+                .collect(),
         ),
-        DataType::Int64 => Tensor::from_vec(name, shape, (0..n).map(|_| rng.random_range(0i64..10)).collect()),
-        DataType::Int32 => Tensor::from_vec(name, shape, (0..n).map(|_| rng.random_range(0i32..10)).collect()),
-        DataType::Uint8 => Tensor::from_vec(name, shape, (0..n).map(|_| rng.random_range(0u8..10)).collect()),
+        DataType::Int64 => Tensor::from_vec(
+            name,
+            shape,
+            (0..n).map(|_| rng.random_range(0i64..10)).collect(),
+        ),
+        DataType::Int32 => Tensor::from_vec(
+            name,
+            shape,
+            (0..n).map(|_| rng.random_range(0i32..10)).collect(),
+        ),
+        DataType::Uint8 => Tensor::from_vec(
+            name,
+            shape,
+            (0..n).map(|_| rng.random_range(0u8..10)).collect(),
+        ),
         DataType::Bool => {
             let v: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
             Tensor::from_bools(name, shape, &v)
         }
-        other => return Err(format!("input '{name}': random {other} data is not made; give a request file (--input-data FILE)")),
+        other => {
+            return Err(format!(
+                "input '{name}': random {other} data is not made; give a request file (--input-data FILE)"
+            ));
+        }
     };
     t.map_err(|e| e.to_string())
 }
 
 /// Whether `got` matches `want`: the same names, shapes and types, and values within
 /// `atol + rtol·|want|`. Returns the first difference.
-pub fn check_outputs(got: &[Tensor], want: &[Tensor], atol: f64, rtol: f64) -> std::result::Result<(), String> {
+pub fn check_outputs(
+    got: &[Tensor],
+    want: &[Tensor],
+    atol: f64,
+    rtol: f64,
+) -> std::result::Result<(), String> {
     for w in want {
         let Some(g) = got.iter().find(|g| g.name() == w.name()) else {
             return Err(format!("output '{}' missing", w.name()));
         };
         if g.shape() != w.shape() {
-            return Err(format!("output '{}' has shape {:?}, expected {:?}", w.name(), g.shape(), w.shape()));
+            return Err(format!(
+                "output '{}' has shape {:?}, expected {:?}",
+                w.name(),
+                g.shape(),
+                w.shape()
+            ));
         }
         let (gv, wv) = match (g.to_f64(), w.to_f64()) {
             (Ok(a), Ok(b)) => (a, b),
@@ -367,7 +439,10 @@ pub fn check_outputs(got: &[Tensor], want: &[Tensor], atol: f64, rtol: f64) -> s
         for (i, (a, b)) in gv.iter().zip(&wv).enumerate() {
             let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= atol + rtol * b.abs();
             if !same {
-                return Err(format!("output '{}' element {i} is {a}, expected {b}", w.name()));
+                return Err(format!(
+                    "output '{}' element {i} is {a}, expected {b}",
+                    w.name()
+                ));
             }
         }
     }

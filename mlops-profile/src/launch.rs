@@ -55,7 +55,9 @@ impl Budget {
         let available = allowed_cpus();
         let want = config.cpu_cores as usize;
         if want == 0 {
-            return Err(Error::Config("a configuration needs at least one CPU core".into()));
+            return Err(Error::Config(
+                "a configuration needs at least one CPU core".into(),
+            ));
         }
         if want > available.len() {
             return Err(Error::Config(format!(
@@ -95,7 +97,10 @@ impl Budget {
         }
         if let Some(f) = self.gpu_fraction {
             let percent = (f * 100.0).round().clamp(1.0, 100.0) as u32;
-            env.push(("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_owned(), percent.to_string()));
+            env.push((
+                "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".to_owned(),
+                percent.to_string(),
+            ));
         }
         if let Some(bytes) = self.gpu_memory_bytes {
             // The visible GPU is device 0 inside the child.
@@ -113,7 +118,8 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is this thread; the size matches the set.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         let n = std::thread::available_parallelism().map_or(1, usize::from);
         return (0..n).collect();
@@ -153,7 +159,11 @@ pub const SERVE_FLAG: &str = "--mlops-profile-serve";
 
 impl ServerCommand {
     /// Any server: `program args…`, ready when `ready_url` answers 200.
-    pub fn new(program: impl Into<PathBuf>, args: Vec<String>, ready_url: impl Into<String>) -> Self {
+    pub fn new(
+        program: impl Into<PathBuf>,
+        args: Vec<String>,
+        ready_url: impl Into<String>,
+    ) -> Self {
         ServerCommand {
             program: program.into(),
             args,
@@ -193,7 +203,11 @@ impl ServerCommand {
         ]
         .map(str::to_owned)
         .to_vec();
-        ServerCommand::new(program, args, "http://127.0.0.1:{http_port}/v2/health/ready")
+        ServerCommand::new(
+            program,
+            args,
+            "http://127.0.0.1:{http_port}/v2/health/ready",
+        )
     }
 
     /// This crate's server in the running program (see [`ours`](Self::ours)).
@@ -245,7 +259,8 @@ struct Placeholders<'a> {
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port", e))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| Error::io("finding a free port", e))
@@ -313,13 +328,21 @@ impl ServerProcess {
             name,
             config,
         };
-        let args: Vec<String> = command.args.iter().map(|a| command.fill(a, &values)).collect();
+        let args: Vec<String> = command
+            .args
+            .iter()
+            .map(|a| command.fill(a, &values))
+            .collect();
         let ready_url = command.fill(&command.ready_url, &values);
         let command_line = format!("{} {}", command.program.display(), args.join(" "));
         let n = LAUNCHES.fetch_add(1, Ordering::Relaxed);
-        let log = std::env::temp_dir().join(format!("mlops-profile-{}-{n}.log", std::process::id()));
-        let log_file = std::fs::File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
-        let log_err = log_file.try_clone().map_err(|e| Error::io("duplicating the log file", e))?;
+        let log =
+            std::env::temp_dir().join(format!("mlops-profile-{}-{n}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log)
+            .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the log file", e))?;
 
         let cgroup = budget.memory_limit_bytes.and_then(make_cgroup);
         let memory_limit = match (budget.memory_limit_bytes, &cgroup) {
@@ -332,11 +355,19 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err));
-        for (k, v) in budget.environment().into_iter().chain(command.env.iter().cloned()) {
+        for (k, v) in budget
+            .environment()
+            .into_iter()
+            .chain(command.env.iter().cloned())
+        {
             cmd.env(k, v);
         }
         let cpus = budget.cpus.clone();
-        let rlimit = if cgroup.is_none() { budget.memory_limit_bytes } else { None };
+        let rlimit = if cgroup.is_none() {
+            budget.memory_limit_bytes
+        } else {
+            None
+        };
         let procs = cgroup
             .as_ref()
             .and_then(|d| CString::new(d.join("cgroup.procs").as_os_str().as_encoded_bytes()).ok());
@@ -356,7 +387,8 @@ impl ServerProcess {
                     for &c in cpus {
                         libc::CPU_SET(c, &mut set);
                     }
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -437,7 +469,9 @@ impl ServerProcess {
             grace: command.grace,
             memory_limit,
         };
-        process.wait_ready(&ready_url, command.ready_timeout).await?;
+        process
+            .wait_ready(&ready_url, command.ready_timeout)
+            .await?;
         Ok(process)
     }
 
@@ -453,7 +487,10 @@ impl ServerProcess {
             if let Some(status) = self.exit_status() {
                 return Err(Error::Launch {
                     command: self.command_line.clone(),
-                    reason: format!("exited ({status}) before it was ready; its output ends:\n{}", self.log_tail(2000)),
+                    reason: format!(
+                        "exited ({status}) before it was ready; its output ends:\n{}",
+                        self.log_tail(2000)
+                    ),
                 });
             }
             let probe = tokio::time::timeout(Duration::from_secs(1), client.get(uri.clone())).await;
@@ -508,7 +545,11 @@ impl ServerProcess {
 
     /// How it exited, if it has.
     pub fn exit_status(&self) -> Option<String> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).exited.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .exited
+            .clone()
     }
 
     /// The last `bytes` of its output.
@@ -587,11 +628,16 @@ fn pin_process(cpus: &[usize]) -> bool {
     };
     let mut all = true;
     for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::pid_t>().ok())
+        else {
             continue;
         };
         // SAFETY: setting the affinity of one of our own threads with a valid set.
-        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        let rc =
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         all &= rc == 0;
     }
     all
@@ -610,7 +656,11 @@ impl ClientPinning {
     /// nothing when that leaves none.
     pub fn away_from(server_cpus: &[usize]) -> ClientPinning {
         let allowed = allowed_cpus();
-        let rest: Vec<usize> = allowed.iter().copied().filter(|c| !server_cpus.contains(c)).collect();
+        let rest: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|c| !server_cpus.contains(c))
+            .collect();
         if rest.is_empty() || rest.len() == allowed.len() {
             return ClientPinning { restore: None };
         }

@@ -36,9 +36,11 @@ pub use error::{Error, Result};
 pub use input::{InputOptions, RequestSet};
 pub use launch::{Budget, ServerCommand, ServerProcess};
 pub use load::{LoadConfig, LoadGenerator, LoadMode};
-pub use profiler::{Profiler, ProfilerConfig, Protocol, capacity_of, recommend};
-pub use target::{GrpcTarget, HttpEncoding, HttpTarget, InferTarget, Prepared, ServerTarget, Target, TargetError};
 pub use mlops_core::profile::{
     ComputeDevice, ConfigProfile, ConfigStatus, CostModel, Measurement, ProfileReport,
     Recommendation, ServingConfig,
+};
+pub use profiler::{Profiler, ProfilerConfig, Protocol, capacity_of, recommend};
+pub use target::{
+    GrpcTarget, HttpEncoding, HttpTarget, InferTarget, Prepared, ServerTarget, Target, TargetError,
 };

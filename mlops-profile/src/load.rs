@@ -170,7 +170,9 @@ impl LoadConfig {
 
     fn validate(&self) -> Result<()> {
         if self.window.is_zero() {
-            return Err(Error::Config("the measurement window must be longer than 0".into()));
+            return Err(Error::Config(
+                "the measurement window must be longer than 0".into(),
+            ));
         }
         if self.stability_windows == 0 || self.max_trials < self.stability_windows {
             return Err(Error::Config(format!(
@@ -182,7 +184,9 @@ impl LoadConfig {
             return Err(Error::Config("max_in_flight must be at least 1".into()));
         }
         if self.stability_threshold.is_nan() || self.stability_threshold < 0.0 {
-            return Err(Error::Config("the stability threshold must be 0 or more".into()));
+            return Err(Error::Config(
+                "the stability threshold must be 0 or more".into(),
+            ));
         }
         Ok(())
     }
@@ -242,7 +246,9 @@ struct Recorder {
 impl Recorder {
     fn new(shards: usize) -> Recorder {
         Recorder {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::new()))
+                .collect(),
         }
     }
 
@@ -252,7 +258,9 @@ impl Recorder {
             .unwrap_or_else(|p| p.into_inner());
         match outcome {
             Ok(latency) => {
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+                let us = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
                 s.histogram.saturating_record(us);
                 s.ok += 1;
             }
@@ -321,7 +329,11 @@ pub fn is_stable(windows: &[WindowStats], k: usize, threshold: f64, percentile: 
         min > 0.0 && max / min <= 1.0 + threshold + 1e-12
     };
     within(last.iter().map(|w| w.throughput_rps).collect())
-        && within(last.iter().map(|w| percentile_of(&w.latency, percentile)).collect())
+        && within(
+            last.iter()
+                .map(|w| percentile_of(&w.latency, percentile))
+                .collect(),
+        )
 }
 
 /// The process's CPU time (user + system) so far.
@@ -435,7 +447,9 @@ impl LoadGenerator {
             }
             LoadMode::Concurrency(n) => n,
             LoadMode::Rate { rps, .. } if !(rps > 0.0 && rps.is_finite()) => {
-                return Err(Error::Config(format!("request rate must be above 0, not {rps}")));
+                return Err(Error::Config(format!(
+                    "request rate must be above 0, not {rps}"
+                )));
             }
             LoadMode::Rate { .. } => self.shared.config.max_in_flight,
         };
@@ -474,7 +488,12 @@ impl LoadGenerator {
                 elapsed,
             });
             taken.push(shard);
-            if is_stable(&windows, config.stability_windows, config.stability_threshold, config.percentile) {
+            if is_stable(
+                &windows,
+                config.stability_windows,
+                config.stability_threshold,
+                config.percentile,
+            ) {
                 stable = true;
                 break;
             }
@@ -486,11 +505,17 @@ impl LoadGenerator {
         let k = config.stability_windows.min(taken.len());
         let mut merged = Shard::new();
         let mut elapsed = Duration::ZERO;
-        for (shard, window) in taken[taken.len() - k..].iter().zip(&windows[windows.len() - k..]) {
+        for (shard, window) in taken[taken.len() - k..]
+            .iter()
+            .zip(&windows[windows.len() - k..])
+        {
             merge(&mut merged, shard);
             elapsed += window.elapsed;
         }
-        let all_requests: u64 = taken.iter().map(|s| s.ok + s.errors.values().sum::<u64>()).sum();
+        let all_requests: u64 = taken
+            .iter()
+            .map(|s| s.ok + s.errors.values().sum::<u64>())
+            .sum();
         let measurement = Measurement {
             load: mode.point(),
             throughput_rps: merged.ok as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -533,7 +558,11 @@ impl LoadGenerator {
     /// Sends exactly `count` requests at `concurrency` (as perf_analyzer's
     /// `--request-count`), recording each as a measurement does, and returns how long they
     /// took, how many failed, and their latency.
-    pub async fn run_requests(&self, concurrency: usize, count: u64) -> (Duration, u64, LatencySummary) {
+    pub async fn run_requests(
+        &self,
+        concurrency: usize,
+        count: u64,
+    ) -> (Duration, u64, LatencySummary) {
         let next = Arc::new(AtomicU64::new(0));
         let shared = self.shared.clone();
         shared.recorder.take();
@@ -549,7 +578,9 @@ impl LoadGenerator {
                     }
                     let sent = Instant::now();
                     let outcome = shared.one(i as usize).await;
-                    shared.recorder.record(worker, outcome.map(|()| sent.elapsed()));
+                    shared
+                        .recorder
+                        .record(worker, outcome.map(|()| sent.elapsed()));
                 }
             }));
         }
@@ -572,7 +603,8 @@ async fn closed_loop(run: Arc<Shared>, concurrency: usize) {
                 let started = Instant::now();
                 let outcome = run.one(i).await;
                 let failed_to_connect = matches!(&outcome, Err(k) if k == "connect");
-                run.recorder.record(worker, outcome.map(|()| started.elapsed()));
+                run.recorder
+                    .record(worker, outcome.map(|()| started.elapsed()));
                 i = i.wrapping_add(concurrency);
                 if failed_to_connect {
                     // A server that is down answers at once: do not spin on it.
@@ -667,16 +699,22 @@ async fn open_loop(run: Arc<Shared>, rps: f64, poisson: bool) {
     let seq = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::with_capacity(run.config.max_in_flight);
     for worker in 0..run.config.max_in_flight {
-        let (run, released, ready, seq) = (run.clone(), released.clone(), ready.clone(), seq.clone());
+        let (run, released, ready, seq) =
+            (run.clone(), released.clone(), ready.clone(), seq.clone());
         workers.push(tokio::spawn(async move {
             while let Ok(permit) = ready.acquire().await {
                 permit.forget();
-                let Some(start) = released.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                let Some(start) = released
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front()
+                else {
                     continue;
                 };
                 let i = seq.fetch_add(1, Ordering::Relaxed);
                 let outcome = run.one(i).await;
-                run.recorder.record(worker, outcome.map(|()| start.elapsed()));
+                run.recorder
+                    .record(worker, outcome.map(|()| start.elapsed()));
             }
         }));
     }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use mlops_core::ModelManifest;
 use mlops_core::profile::{
-    ComputeDevice, ConfigProfile, ConfigStatus, Confirmation, CostModel, HostInfo, LoadPoint, Measurement,
-    PROFILE_SCHEMA_VERSION, ProfileReport, ProfiledModel, Recommendation, SearchSummary,
-    ServingConfig,
+    ComputeDevice, ConfigProfile, ConfigStatus, Confirmation, CostModel, HostInfo, LoadPoint,
+    Measurement, PROFILE_SCHEMA_VERSION, ProfileReport, ProfiledModel, Recommendation,
+    SearchSummary, ServingConfig,
 };
 
 use crate::error::{Error, Result};
@@ -183,7 +183,9 @@ impl Profiler {
         if let Some(d) = config.demand_rps
             && !(d > 0.0 && d.is_finite())
         {
-            return Err(Error::Config(format!("the demand must be above 0 req/s, not {d}")));
+            return Err(Error::Config(format!(
+                "the demand must be above 0 req/s, not {d}"
+            )));
         }
         if config.max_concurrency == 0 {
             return Err(Error::Config("max_concurrency must be at least 1".into()));
@@ -267,11 +269,16 @@ impl Profiler {
             if host.gpus.is_empty() {
                 return Some(format!(
                     "no GPU seen ({}){cuda}",
-                    host.gpu_unavailable.clone().unwrap_or_else(|| "none found".into())
+                    host.gpu_unavailable
+                        .clone()
+                        .unwrap_or_else(|| "none found".into())
                 ));
             }
             if index as usize >= host.gpus.len() {
-                return Some(format!("GPU {index} asked for, {} present{cuda}", host.gpus.len()));
+                return Some(format!(
+                    "GPU {index} asked for, {} present{cuda}",
+                    host.gpus.len()
+                ));
             }
             if !cuda.is_empty() {
                 return Some("not compiled with the `cuda` feature".into());
@@ -283,7 +290,11 @@ impl Profiler {
     /// Runs the search over `space` with `strategy`, measures what it picks, recommends
     /// and confirms. Configurations that cannot run here are listed as unavailable with
     /// the reason; ones that fail are marked failed and the search goes on.
-    pub async fn run(&self, mut space: SearchSpace, strategy: &mut dyn Strategy) -> Result<ProfileReport> {
+    pub async fn run(
+        &self,
+        mut space: SearchSpace,
+        strategy: &mut dyn Strategy,
+    ) -> Result<ProfileReport> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339();
         let host = crate::monitor::host_info();
@@ -302,7 +313,8 @@ impl Profiler {
                 curve: Vec::new(),
             });
         }
-        let mut sampler_config = MonitorConfig::default().with_interval(self.config.sample_interval);
+        let mut sampler_config =
+            MonitorConfig::default().with_interval(self.config.sample_interval);
         if let Some(gpu) = space.configs().iter().find_map(|c| match c.device {
             ComputeDevice::Gpu { index } => Some(index),
             ComputeDevice::Cpu => None,
@@ -354,7 +366,9 @@ impl Profiler {
         let mut recommendation = self.recommend(&profiles);
         let mut confirmation = None;
         if self.config.confirm && !interrupted {
-            (recommendation, confirmation) = self.confirm_recommendation(recommendation, &mut profiles, &sampler).await;
+            (recommendation, confirmation) = self
+                .confirm_recommendation(recommendation, &mut profiles, &sampler)
+                .await;
         }
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();
@@ -388,8 +402,18 @@ impl Profiler {
     fn target_for(&self, server: &ServerProcess) -> Result<Arc<dyn Target>> {
         let name = &self.model.name;
         Ok(match self.config.protocol {
-            Protocol::HttpJson => Arc::new(HttpTarget::new(&server.http_url(), name, None, HttpEncoding::Json)?),
-            Protocol::HttpBinary => Arc::new(HttpTarget::new(&server.http_url(), name, None, HttpEncoding::Binary)?),
+            Protocol::HttpJson => Arc::new(HttpTarget::new(
+                &server.http_url(),
+                name,
+                None,
+                HttpEncoding::Json,
+            )?),
+            Protocol::HttpBinary => Arc::new(HttpTarget::new(
+                &server.http_url(),
+                name,
+                None,
+                HttpEncoding::Binary,
+            )?),
             Protocol::Grpc => Arc::new(GrpcTarget::new(&server.grpc_url(), name, None, 4)?),
         })
     }
@@ -401,8 +425,14 @@ impl Profiler {
             budget = budget.with_memory_limit(limit);
         }
         let pinning = ClientPinning::away_from(budget.cpus.as_deref().unwrap_or(&[]));
-        let server =
-            ServerProcess::launch(&self.command, &budget, config, &self.model_path, &self.model.name).await?;
+        let server = ServerProcess::launch(
+            &self.command,
+            &budget,
+            config,
+            &self.model_path,
+            &self.model.name,
+        )
+        .await?;
         Ok((server, pinning))
     }
 
@@ -423,7 +453,9 @@ impl Profiler {
         let (server, pinning) = match self.launch(config).await {
             Ok(s) => s,
             Err(e) => {
-                profile.status = ConfigStatus::Failed { reason: e.to_string() };
+                profile.status = ConfigStatus::Failed {
+                    reason: e.to_string(),
+                };
                 return profile;
             }
         };
@@ -472,13 +504,22 @@ impl Profiler {
                 return Ok(());
             }
             self.say(format!("{id}: concurrency {concurrency}"));
-            let m = self.point(&generator, server, sampler, LoadMode::Concurrency(concurrency)).await?;
+            let m = self
+                .point(
+                    &generator,
+                    server,
+                    sampler,
+                    LoadMode::Concurrency(concurrency),
+                )
+                .await?;
             let good = sustains(&m, limit, percentile);
             let throughput = m.throughput_rps;
             curve.push(m);
             if curve.len() == 1 && throughput == 0.0 {
                 let errors = &curve[0].errors;
-                return Err(format!("no request was answered at concurrency 1 (errors: {errors:?})"));
+                return Err(format!(
+                    "no request was answered at concurrency 1 (errors: {errors:?})"
+                ));
             }
             if good {
                 last_good = Some(concurrency);
@@ -492,7 +533,9 @@ impl Profiler {
                 flat_steps = 0;
             }
             best = best.max(throughput);
-            if flat_steps >= self.config.saturation_steps || concurrency >= self.config.max_concurrency {
+            if flat_steps >= self.config.saturation_steps
+                || concurrency >= self.config.max_concurrency
+            {
                 break;
             }
             concurrency = (concurrency * 2).min(self.config.max_concurrency);
@@ -501,7 +544,9 @@ impl Profiler {
             let middle = good + (bad - good) / 2;
             if middle > good && middle < bad && !self.interrupted() {
                 self.say(format!("{id}: concurrency {middle}"));
-                let m = self.point(&generator, server, sampler, LoadMode::Concurrency(middle)).await?;
+                let m = self
+                    .point(&generator, server, sampler, LoadMode::Concurrency(middle))
+                    .await?;
                 curve.push(m);
             }
         }
@@ -526,7 +571,17 @@ impl Profiler {
             let factor = (lo + hi) / 2.0;
             let rps = closed_best * factor;
             self.say(format!("{id}: {rps:.0} req/s open loop"));
-            let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
+            let m = self
+                .point(
+                    &generator,
+                    server,
+                    sampler,
+                    LoadMode::Rate {
+                        rps,
+                        poisson: false,
+                    },
+                )
+                .await?;
             if sustains(&m, limit, percentile) {
                 lo = factor;
                 any_passed = true;
@@ -538,7 +593,17 @@ impl Profiler {
         if !any_passed && !self.interrupted() {
             let rps = closed_best * 0.1;
             self.say(format!("{id}: {rps:.0} req/s open loop"));
-            let m = self.point(&generator, server, sampler, LoadMode::Rate { rps, poisson: false }).await?;
+            let m = self
+                .point(
+                    &generator,
+                    server,
+                    sampler,
+                    LoadMode::Rate {
+                        rps,
+                        poisson: false,
+                    },
+                )
+                .await?;
             curve.push(m);
         }
         Ok(())
@@ -568,18 +633,33 @@ impl Profiler {
     /// The cheapest configuration for the demand (or the best throughput per cost), or the
     /// closest one when none meets the target.
     pub fn recommend(&self, profiles: &[ConfigProfile]) -> Option<Recommendation> {
-        recommend(profiles, &self.config.cost, self.config.demand_rps, self.config.latency_target_ms, self.config.load.percentile)
+        recommend(
+            profiles,
+            &self.config.cost,
+            self.config.demand_rps,
+            self.config.latency_target_ms,
+            self.config.load.percentile,
+        )
     }
 
     /// Launches `config` again and drives it at `rate_rps` (open loop, evenly spaced);
     /// passes when every window meets the target with no failed request.
-    pub async fn confirm(&self, config: &ServingConfig, rate_rps: f64, sampler: &Sampler) -> Confirmation {
+    pub async fn confirm(
+        &self,
+        config: &ServingConfig,
+        rate_rps: f64,
+        sampler: &Sampler,
+    ) -> Confirmation {
         let id = config.id();
         let failed = |reason: String| Confirmation {
             config_id: id.clone(),
             rate_rps,
             measurement: Measurement {
-                load: LoadMode::Rate { rps: rate_rps, poisson: false }.point(),
+                load: LoadMode::Rate {
+                    rps: rate_rps,
+                    poisson: false,
+                }
+                .point(),
                 throughput_rps: 0.0,
                 latency: Default::default(),
                 requests: 0,
@@ -606,7 +686,12 @@ impl Profiler {
             Err(e) => return failed(e.to_string()),
         };
         let since = Instant::now();
-        let outcome = generator.measure(LoadMode::Rate { rps: rate_rps, poisson: false }).await;
+        let outcome = generator
+            .measure(LoadMode::Rate {
+                rps: rate_rps,
+                poisson: false,
+            })
+            .await;
         sampler.watch(None, "");
         let outcome = match outcome {
             Ok(o) => o,
@@ -624,7 +709,11 @@ impl Profiler {
                 _ => w.latency.max_ms,
             })
             .collect();
-        let k = self.config.load.stability_windows.min(outcome.windows.len());
+        let k = self
+            .config
+            .load
+            .stability_windows
+            .min(outcome.windows.len());
         let reported = &outcome.windows[outcome.windows.len() - k..];
         let passed = !reported.is_empty()
             && reported.iter().all(|w| {
@@ -742,7 +831,9 @@ fn sustains(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
 /// points, only they count: a closed loop's figure holds only while clients wait for
 /// answers, an open loop's holds for traffic that does not.
 pub fn capacity_of(curve: &[Measurement], limit_ms: f64, percentile: u8) -> (f64, Option<usize>) {
-    let open = curve.iter().any(|m| matches!(m.load, LoadPoint::Rate { .. }));
+    let open = curve
+        .iter()
+        .any(|m| matches!(m.load, LoadPoint::Rate { .. }));
     curve
         .iter()
         .enumerate()
@@ -765,8 +856,12 @@ pub fn recommend(
         .iter()
         .filter_map(|p| p.capacity_rps.filter(|c| *c > 0.0).map(|c| (p, c)))
         .max_by(|a, b| {
-            objective(cost, &a.0.config, a.1, demand_rps)
-                .total_cmp(&objective(cost, &b.0.config, b.1, demand_rps))
+            objective(cost, &a.0.config, a.1, demand_rps).total_cmp(&objective(
+                cost,
+                &b.0.config,
+                b.1,
+                demand_rps,
+            ))
         });
     if let Some((p, capacity)) = best {
         let replicas = demand_rps.map_or(1, |d| (d / capacity).ceil().max(1.0) as u32);
@@ -811,11 +906,7 @@ pub fn recommend(
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
     let (p, latency) = closest;
-    let throughput = p
-        .curve
-        .iter()
-        .map(|m| m.throughput_rps)
-        .fold(0.0, f64::max);
+    let throughput = p.curve.iter().map(|m| m.throughput_rps).fold(0.0, f64::max);
     Some(Recommendation {
         config_id: p.id.clone(),
         config: p.config.clone(),

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use mlops_core::ModelFormat;
 use mlops_runtime::http::{HttpConfig, router, serve};
-use mlops_runtime::{BatcherConfig, ExecutionProvider, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+use mlops_runtime::{
+    BatcherConfig, ExecutionProvider, ModelServer, ModelSpec, OrtOptions, OrtRuntime,
+};
 
 use crate::error::{Error, Result};
 use crate::launch::SERVE_FLAG;
@@ -73,9 +75,9 @@ impl ChildArgs {
                 .next()
                 .ok_or_else(|| Error::Config(format!("{flag} needs a value")))?;
             let number = |what: &str| -> Result<u64> {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| Error::Config(format!("{what} takes a whole number, not '{value}'")))
+                value.parse::<u64>().map_err(|_| {
+                    Error::Config(format!("{what} takes a whole number, not '{value}'"))
+                })
             };
             let addr = |what: &str| -> Result<SocketAddr> {
                 value
@@ -100,7 +102,9 @@ impl ChildArgs {
                                 .strip_prefix("cuda:")
                                 .and_then(|n| n.parse().ok())
                                 .ok_or_else(|| {
-                                    Error::Config(format!("--device takes cpu or cuda:N, not '{other}'"))
+                                    Error::Config(format!(
+                                        "--device takes cpu or cuda:N, not '{other}'"
+                                    ))
                                 })?,
                         ),
                     };
@@ -112,7 +116,9 @@ impl ChildArgs {
             return Err(Error::Config("--model PATH is required".into()));
         }
         if out.max_batch == 0 || out.instances == 0 {
-            return Err(Error::Config("--max-batch and --instances must be at least 1".into()));
+            return Err(Error::Config(
+                "--max-batch and --instances must be at least 1".into(),
+            ));
         }
         Ok(out)
     }

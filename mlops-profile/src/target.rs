@@ -53,8 +53,9 @@ impl TargetError {
 }
 
 /// The future [`Target::send`] returns: the outputs when asked for.
-pub type SendFuture<'a> =
-    Pin<Box<dyn Future<Output = std::result::Result<Option<Vec<Tensor>>, TargetError>> + Send + 'a>>;
+pub type SendFuture<'a> = Pin<
+    Box<dyn Future<Output = std::result::Result<Option<Vec<Tensor>>, TargetError>> + Send + 'a>,
+>;
 
 /// A request, encoded once for the target it was prepared for.
 #[derive(Clone)]
@@ -277,7 +278,11 @@ impl HttpTarget {
             .authority()
             .ok_or_else(|| bad("the URL names no host".into()))?;
         let host = authority.as_str().to_owned();
-        let address = format!("{}:{}", authority.host().trim_matches(['[', ']']), authority.port_u16().unwrap_or(80));
+        let address = format!(
+            "{}:{}",
+            authority.host().trim_matches(['[', ']']),
+            authority.port_u16().unwrap_or(80)
+        );
         let prefix = uri.path().trim_end_matches('/');
         let path = match version {
             Some(v) => format!("{prefix}/v2/models/{model}/versions/{v}/infer"),
@@ -349,7 +354,10 @@ impl Target for HttpTarget {
                     .ok()
                     .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                     .unwrap_or_else(|| String::from_utf8_lossy(&response.body).into_owned());
-                return Err(TargetError::new(format!("http_{}", response.status), message));
+                return Err(TargetError::new(
+                    format!("http_{}", response.status),
+                    message,
+                ));
             }
             if !outputs {
                 return Ok(None);
@@ -532,9 +540,12 @@ fn json_data(t: &Tensor) -> Result<Value> {
         | DataType::Uint8
         | DataType::Uint16
         | DataType::Uint32
-        | DataType::Uint64 => {
-            Value::from(t.to_f64()?.into_iter().map(|v| v as i64).collect::<Vec<_>>())
-        }
+        | DataType::Uint64 => Value::from(
+            t.to_f64()?
+                .into_iter()
+                .map(|v| v as i64)
+                .collect::<Vec<_>>(),
+        ),
         _ => Value::from(t.to_f64()?),
     };
     Ok(values)
@@ -595,9 +606,12 @@ pub(crate) fn decode_http_response(
     header_len: Option<usize>,
 ) -> std::result::Result<Vec<Tensor>, String> {
     let json_len = header_len.unwrap_or(bytes.len());
-    let head = bytes
-        .get(..json_len)
-        .ok_or_else(|| format!("header length {json_len} beyond a {}-byte body", bytes.len()))?;
+    let head = bytes.get(..json_len).ok_or_else(|| {
+        format!(
+            "header length {json_len} beyond a {}-byte body",
+            bytes.len()
+        )
+    })?;
     let value: Value = serde_json::from_slice(head).map_err(|e| e.to_string())?;
     let outputs = value
         .get("outputs")
@@ -607,7 +621,10 @@ pub(crate) fn decode_http_response(
     outputs
         .iter()
         .map(|o| {
-            let name = o.get("name").and_then(Value::as_str).ok_or("output without a name")?;
+            let name = o
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or("output without a name")?;
             let dtype: DataType = o
                 .get("datatype")
                 .and_then(Value::as_str)
@@ -619,7 +636,11 @@ pub(crate) fn decode_http_response(
                 .and_then(Value::as_array)
                 .ok_or("output without a shape")?
                 .iter()
-                .map(|d| d.as_u64().map(|d| d as usize).ok_or("a negative or non-integer dimension"))
+                .map(|d| {
+                    d.as_u64()
+                        .map(|d| d as usize)
+                        .ok_or("a negative or non-integer dimension")
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let binary = o
                 .get("parameters")
@@ -656,7 +677,9 @@ pub(crate) fn tensor_from_json(
 ) -> std::result::Result<Tensor, String> {
     let num = |v: &Value| -> std::result::Result<f64, String> {
         match v {
-            Value::Number(n) => n.as_f64().ok_or_else(|| format!("'{name}': {n} is not a number")),
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| format!("'{name}': {n} is not a number")),
             Value::String(s) if s == "NaN" => Ok(f64::NAN),
             Value::String(s) if s == "Infinity" => Ok(f64::INFINITY),
             Value::String(s) if s == "-Infinity" => Ok(f64::NEG_INFINITY),
@@ -664,28 +687,59 @@ pub(crate) fn tensor_from_json(
             other => Err(format!("'{name}': {other} is not a number")),
         }
     };
-    let floats = || data.iter().map(num).collect::<std::result::Result<Vec<f64>, String>>();
+    let floats = || {
+        data.iter()
+            .map(num)
+            .collect::<std::result::Result<Vec<f64>, String>>()
+    };
     let built = match dtype {
-        DataType::Fp32 => Tensor::from_vec(name, shape, floats()?.into_iter().map(|v| v as f32).collect()),
+        DataType::Fp32 => Tensor::from_vec(
+            name,
+            shape,
+            floats()?.into_iter().map(|v| v as f32).collect(),
+        ),
         DataType::Fp64 => Tensor::from_vec(name, shape, floats()?),
-        DataType::Int64 => Tensor::from_vec(name, shape, floats()?.into_iter().map(|v| v as i64).collect()),
-        DataType::Int32 => Tensor::from_vec(name, shape, floats()?.into_iter().map(|v| v as i32).collect()),
-        DataType::Uint8 => Tensor::from_vec(name, shape, floats()?.into_iter().map(|v| v as u8).collect()),
+        DataType::Int64 => Tensor::from_vec(
+            name,
+            shape,
+            floats()?.into_iter().map(|v| v as i64).collect(),
+        ),
+        DataType::Int32 => Tensor::from_vec(
+            name,
+            shape,
+            floats()?.into_iter().map(|v| v as i32).collect(),
+        ),
+        DataType::Uint8 => Tensor::from_vec(
+            name,
+            shape,
+            floats()?.into_iter().map(|v| v as u8).collect(),
+        ),
         DataType::Bool => {
             let bools = data
                 .iter()
-                .map(|v| v.as_bool().ok_or_else(|| format!("'{name}': {v} is not a boolean")))
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| format!("'{name}': {v} is not a boolean"))
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Tensor::from_bools(name, shape, &bools)
         }
         DataType::Bytes => {
             let strings = data
                 .iter()
-                .map(|v| v.as_str().map(str::as_bytes).ok_or_else(|| format!("'{name}': {v} is not a string")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::as_bytes)
+                        .ok_or_else(|| format!("'{name}': {v} is not a string"))
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Tensor::from_byte_strings(name, shape, &strings)
         }
-        other => return Err(format!("'{name}': {other} tensors are not read from JSON here")),
+        other => {
+            return Err(format!(
+                "'{name}': {other} tensors are not read from JSON here"
+            ));
+        }
     };
     built.map_err(|e| e.to_string())
 }

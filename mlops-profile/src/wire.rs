@@ -57,7 +57,11 @@ impl Pool {
     /// Sends `request` (a whole serialised HTTP/1.1 request) and reads the response; the
     /// body is kept only when `keep_body`. A pooled connection the server has closed
     /// meanwhile is replaced once, transparently.
-    pub(crate) async fn send(&self, request: &[u8], keep_body: bool) -> Result<Response, TargetError> {
+    pub(crate) async fn send(
+        &self,
+        request: &[u8],
+        keep_body: bool,
+    ) -> Result<Response, TargetError> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -78,7 +82,10 @@ impl Pool {
             Err(e) => return Err(e.into_error()),
         };
         if keep_alive {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
         }
         Ok(response)
     }
@@ -93,7 +100,9 @@ enum Exchange {
 impl Exchange {
     fn into_error(self) -> TargetError {
         match self {
-            Exchange::Closed => TargetError::new("connection_closed", "the server closed the connection"),
+            Exchange::Closed => {
+                TargetError::new("connection_closed", "the server closed the connection")
+            }
             Exchange::Failed(e) => e,
         }
     }
@@ -109,10 +118,16 @@ fn malformed(e: impl std::fmt::Display) -> Exchange {
 
 /// One request and its response on `conn`; returns the response and whether the
 /// connection can be used again.
-async fn exchange(conn: &mut Connection, request: &[u8], keep_body: bool) -> Result<(Response, bool), Exchange> {
+async fn exchange(
+    conn: &mut Connection,
+    request: &[u8],
+    keep_body: bool,
+) -> Result<(Response, bool), Exchange> {
     if let Err(e) = conn.stream.write_all(request).await {
         return Err(match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Exchange::Closed,
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                Exchange::Closed
+            }
             _ => lost(e),
         });
     }
@@ -120,7 +135,11 @@ async fn exchange(conn: &mut Connection, request: &[u8], keep_body: bool) -> Res
     // The head.
     let (status, head_len, content_length, chunked, close, header_length) = loop {
         if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
-            return Err(if conn.buf.is_empty() { Exchange::Closed } else { lost("connection closed mid-response") });
+            return Err(if conn.buf.is_empty() {
+                Exchange::Closed
+            } else {
+                lost("connection closed mid-response")
+            });
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
@@ -138,11 +157,21 @@ async fn exchange(conn: &mut Connection, request: &[u8], keep_body: bool) -> Res
                         chunked = value.eq_ignore_ascii_case("chunked");
                     } else if h.name.eq_ignore_ascii_case("connection") {
                         close = value.eq_ignore_ascii_case("close");
-                    } else if h.name.eq_ignore_ascii_case(mlops_runtime::http::HEADER_LENGTH) {
+                    } else if h
+                        .name
+                        .eq_ignore_ascii_case(mlops_runtime::http::HEADER_LENGTH)
+                    {
                         header_length = value.parse::<usize>().ok();
                     }
                 }
-                break (parsed.code.unwrap_or(0), head_len, content_length, chunked, close, header_length);
+                break (
+                    parsed.code.unwrap_or(0),
+                    head_len,
+                    content_length,
+                    chunked,
+                    close,
+                    header_length,
+                );
             }
         }
     };
@@ -172,7 +201,11 @@ async fn exchange(conn: &mut Connection, request: &[u8], keep_body: bool) -> Res
             false,
         ));
     };
-    let body = if keep_body || !(200..300).contains(&status) { body } else { Bytes::new() };
+    let body = if keep_body || !(200..300).contains(&status) {
+        body
+    } else {
+        Bytes::new()
+    };
     Ok((
         Response {
             status,

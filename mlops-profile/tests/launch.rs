@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use mlops_core::ModelManifest;
 use mlops_core::profile::{ComputeDevice, ConfigStatus, ServingConfig};
 use mlops_core::testkit::testdata;
-use mlops_core::ModelManifest;
 use mlops_profile::input::{self, InputOptions};
 use mlops_profile::search::{Axes, BruteForce, SearchSpace};
 use mlops_profile::{
@@ -19,7 +19,13 @@ fn ours() -> ServerCommand {
 fn alive(pid: u32) -> bool {
     // A zombie still answers kill(0): look at its state instead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -27,7 +33,10 @@ fn status_field(pid: u32, field: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_default()
 }
 
@@ -56,10 +65,18 @@ async fn our_server_starts_under_its_budget_and_is_gone_after_drop() {
     assert_eq!(status_field(pid, "Cpus_allowed_list"), cpu.to_string());
     let env = environ(pid);
     assert!(env.contains(&"OMP_NUM_THREADS=1".to_owned()), "{env:?}");
-    assert!(env.contains(&"CUDA_VISIBLE_DEVICES=".to_owned()), "a CPU budget hides GPUs");
+    assert!(
+        env.contains(&"CUDA_VISIBLE_DEVICES=".to_owned()),
+        "a CPU budget hides GPUs"
+    );
     // Its own process group, so the whole tree is signalled together.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat.rsplit(')').next().expect("fields").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("fields")
+        .split_whitespace()
+        .collect();
     assert_eq!(fields[2], pid.to_string(), "pgrp is the child's own pid");
     // It serves the model.
     let ready = reqwest_like_get(&format!("{}/v2/models/mlp", server.http_url())).await;
@@ -72,9 +89,15 @@ async fn our_server_starts_under_its_budget_and_is_gone_after_drop() {
 async fn reqwest_like_get(url: &str) -> String {
     use http_body_util::BodyExt;
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let response = client.get(url.parse().expect("url")).await.expect("get");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
 
@@ -89,8 +112,14 @@ async fn a_gpu_budget_sets_the_mps_environment() {
     let env = Budget::for_config(&config).expect("budget").environment();
     let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     assert_eq!(get("CUDA_VISIBLE_DEVICES").as_deref(), Some("0"));
-    assert_eq!(get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE").as_deref(), Some("25"));
-    assert_eq!(get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT").as_deref(), Some("0=4096M"));
+    assert_eq!(
+        get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE").as_deref(),
+        Some("25")
+    );
+    assert_eq!(
+        get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT").as_deref(),
+        Some("0=4096M")
+    );
     let too_many = ServingConfig {
         cpu_cores: 4096,
         ..ServingConfig::default()
@@ -103,14 +132,21 @@ async fn a_gpu_budget_sets_the_mps_environment() {
 async fn a_server_that_never_gets_ready_is_stopped_with_the_reason() {
     let config = ServingConfig::default();
     let budget = Budget::for_config(&config).expect("budget");
-    let sleeper = ServerCommand::new("sh", vec!["-c".into(), "echo starting; exec sleep 30".into()], "http://127.0.0.1:{http_port}/ready")
-        .with_ready_timeout(Duration::from_millis(600));
+    let sleeper = ServerCommand::new(
+        "sh",
+        vec!["-c".into(), "echo starting; exec sleep 30".into()],
+        "http://127.0.0.1:{http_port}/ready",
+    )
+    .with_ready_timeout(Duration::from_millis(600));
     let started = std::time::Instant::now();
     let err = ServerProcess::launch(&sleeper, &budget, &config, Path::new("unused"), "m")
         .await
         .expect_err("never ready");
     let text = err.to_string();
-    assert!(text.contains("not ready") && text.contains("starting"), "{text}");
+    assert!(
+        text.contains("not ready") && text.contains("starting"),
+        "{text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     // No sleep process of ours is left.
     let left = std::fs::read_dir("/proc")
@@ -121,21 +157,36 @@ async fn a_server_that_never_gets_ready_is_stopped_with_the_reason() {
         .filter(|&pid| {
             let ppid = status_field(pid, "PPid");
             ppid == std::process::id().to_string()
-                && std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().contains("sleep")
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("sleep")
         })
         .count();
     assert_eq!(left, 0);
 
-    let crasher = ServerCommand::new("sh", vec!["-c".into(), "echo no model here >&2; exit 3".into()], "http://127.0.0.1:{http_port}/ready");
+    let crasher = ServerCommand::new(
+        "sh",
+        vec!["-c".into(), "echo no model here >&2; exit 3".into()],
+        "http://127.0.0.1:{http_port}/ready",
+    );
     let err = ServerProcess::launch(&crasher, &budget, &config, Path::new("unused"), "m")
         .await
         .expect_err("exits");
     let text = err.to_string();
-    assert!(text.contains("exited") && text.contains("no model here"), "{text}");
+    assert!(
+        text.contains("exited") && text.contains("no model here"),
+        "{text}"
+    );
 
-    let err = ServerProcess::launch(&ours(), &budget, &config, &testdata("bad/not_a_model.txt"), "m")
-        .await
-        .expect_err("not a model");
+    let err = ServerProcess::launch(
+        &ours(),
+        &budget,
+        &config,
+        &testdata("bad/not_a_model.txt"),
+        "m",
+    )
+    .await
+    .expect_err("not a model");
     assert!(err.to_string().contains("exited"), "{err}");
 }
 
@@ -172,14 +223,26 @@ async fn the_profiler_measures_recommends_and_confirms() {
         .await
         .expect("report");
     let measured: Vec<_> = report.measured().collect();
-    assert_eq!(measured.len(), 2, "both CPU configurations: {:#?}", report.configs);
+    assert_eq!(
+        measured.len(),
+        2,
+        "both CPU configurations: {:#?}",
+        report.configs
+    );
     for (profile, capacity) in &measured {
         assert!(*capacity > 50.0, "{}: {capacity}", profile.id);
         let at = profile.at_capacity().expect("capacity point");
         assert!(at.latency.p99_ms <= 50.0);
-        assert_eq!(at.error_count(), 0, "answers checked against the golden outputs");
+        assert_eq!(
+            at.error_count(),
+            0,
+            "answers checked against the golden outputs"
+        );
         let resources = at.resources.as_ref().expect("resources sampled");
-        assert!(resources.samples > 0 && resources.server_rss_bytes_max > 0, "{resources:?}");
+        assert!(
+            resources.samples > 0 && resources.server_rss_bytes_max > 0,
+            "{resources:?}"
+        );
     }
     // The GPU configuration is listed, with why it did not run (no GPU here, or no CUDA).
     let gpu = report
@@ -195,12 +258,18 @@ async fn the_profiler_measures_recommends_and_confirms() {
     assert!(r.meets_target);
     assert_eq!(r.replicas, 1);
     let best = measured.iter().map(|(_, c)| *c).fold(0.0, f64::max);
-    assert_eq!(r.capacity_rps, best, "same cost, so the higher capacity wins");
+    assert_eq!(
+        r.capacity_rps, best,
+        "same cost, so the higher capacity wins"
+    );
     let confirmation = report.confirmation.as_ref().expect("confirmed");
     assert_eq!(confirmation.config_id, r.config_id);
     assert!(confirmation.measurement.requests > 0);
     assert_eq!(report.search.measured, 2);
-    assert_eq!(report.search.space_size, 4, "two CPU and two GPU configurations");
+    assert_eq!(
+        report.search.space_size, 4,
+        "two CPU and two GPU configurations"
+    );
     assert!(!report.samples.is_empty());
     // The JSON is what mlops-scale reads back.
     let back = mlops_core::ProfileReport::from_json(&report.to_json()).expect("round trip");
@@ -244,7 +313,10 @@ fn one_cpu_config(batch: usize) -> Axes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_mid_run_is_a_failed_configuration_and_the_search_goes_on() {
     // Our server, killed by `timeout` two seconds after it starts: during the sweep.
-    let mut args = vec!["2".to_owned(), env!("CARGO_BIN_EXE_mlops-profile-server").to_owned()];
+    let mut args = vec![
+        "2".to_owned(),
+        env!("CARGO_BIN_EXE_mlops-profile-server").to_owned(),
+    ];
     args.extend(ours().args);
     let dying = ServerCommand::new("timeout", args, ours().ready_url);
     let path = testdata("mlp.onnx");
@@ -254,7 +326,9 @@ async fn a_server_that_dies_mid_run_is_a_failed_configuration_and_the_search_goe
         .with_warmup(Duration::from_millis(100))
         .with_window(Duration::from_millis(300))
         .with_max_trials(4);
-    let config = ProfilerConfig::default().with_load(load).with_latency_target_ms(50.0);
+    let config = ProfilerConfig::default()
+        .with_load(load)
+        .with_latency_target_ms(50.0);
     let profiler = Profiler::new(&path, &manifest, dying, requests, config).expect("profiler");
     let mut axes = one_cpu_config(1);
     axes.max_batch_sizes = vec![1, 8];
@@ -262,14 +336,20 @@ async fn a_server_that_dies_mid_run_is_a_failed_configuration_and_the_search_goe
         .run(SearchSpace::grid(&axes), &mut BruteForce)
         .await
         .expect("a report, not an error");
-    assert_eq!(report.search.measured, 2, "the search went on after the first failure");
+    assert_eq!(
+        report.search.measured, 2,
+        "the search went on after the first failure"
+    );
     for c in &report.configs {
         match &c.status {
             ConfigStatus::Failed { reason } => assert!(reason.contains("exited"), "{reason}"),
             other => panic!("{}: {other:?}", c.id),
         }
     }
-    assert_eq!(report.recommendation, None, "a failed configuration is never recommended");
+    assert_eq!(
+        report.recommendation, None,
+        "a failed configuration is never recommended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +376,10 @@ async fn a_server_that_answers_only_errors_is_a_failed_configuration() {
         .expect("report");
     match &report.configs[0].status {
         ConfigStatus::Failed { reason } => {
-            assert!(reason.contains("no request was answered") && reason.contains("http_400"), "{reason}")
+            assert!(
+                reason.contains("no request was answered") && reason.contains("http_400"),
+                "{reason}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -318,9 +401,24 @@ async fn an_interrupted_run_keeps_what_was_measured() {
         .await
         .expect("report");
     assert!(report.interrupted);
-    assert!(report.search.measured >= 1 && report.search.measured < 3, "{}", report.search.measured);
+    assert!(
+        report.search.measured >= 1 && report.search.measured < 3,
+        "{}",
+        report.search.measured
+    );
     let first = &report.configs[0];
-    assert!(!first.curve.is_empty(), "the points measured before the interrupt are kept");
-    assert!(report.configs.iter().any(|c| c.status == ConfigStatus::Skipped));
-    assert!(report.confirmation.is_none(), "no confirmation after an interrupt");
+    assert!(
+        !first.curve.is_empty(),
+        "the points measured before the interrupt are kept"
+    );
+    assert!(
+        report
+            .configs
+            .iter()
+            .any(|c| c.status == ConfigStatus::Skipped)
+    );
+    assert!(
+        report.confirmation.is_none(),
+        "no confirmation after an interrupt"
+    );
 }

@@ -39,15 +39,25 @@ fn quick() -> LoadConfig {
 fn the_golden_file_becomes_one_row_requests_with_their_answers() {
     let set = golden_requests();
     let golden = Golden::load("mlp").expect("golden");
-    assert_eq!(set.requests.len(), 4, "the golden file's 4 rows, one request each");
+    assert_eq!(
+        set.requests.len(),
+        4,
+        "the golden file's 4 rows, one request each"
+    );
     assert_eq!(set.batch_size(), 1);
     let expected = set.expected.as_ref().expect("golden outputs");
     assert_eq!(expected.len(), 4);
     assert_eq!(set.requests[2][0].shape(), &[1, 64]);
     let rows = golden.inputs[0].split_batch(&[1, 1, 1, 1]).expect("split");
-    assert_eq!(set.requests[2][0].to_vec::<f32>().ok(), rows[2].to_vec::<f32>().ok());
+    assert_eq!(
+        set.requests[2][0].to_vec::<f32>().ok(),
+        rows[2].to_vec::<f32>().ok()
+    );
     let outs = golden.outputs[0].split_batch(&[1, 1, 1, 1]).expect("split");
-    assert_eq!(expected[3][0].to_vec::<f32>().ok(), outs[3].to_vec::<f32>().ok());
+    assert_eq!(
+        expected[3][0].to_vec::<f32>().ok(),
+        outs[3].to_vec::<f32>().ok()
+    );
 }
 
 #[test]
@@ -59,14 +69,24 @@ fn random_inputs_need_shapes_for_dynamic_dimensions_and_say_which_flag() {
     let text = err.to_string();
     assert!(text.contains("--shape tokens:"), "{text}");
 
-    let options = options.with_shape("tokens", vec![2, 5]).with_shape("mask", vec![2, 5]);
-    let set = input::for_model(&manifest, &testdata("torch_tagger.onnx"), &options).expect("inputs");
+    let options = options
+        .with_shape("tokens", vec![2, 5])
+        .with_shape("mask", vec![2, 5]);
+    let set =
+        input::for_model(&manifest, &testdata("torch_tagger.onnx"), &options).expect("inputs");
     assert_eq!(set.requests.len(), 16);
     assert_eq!(set.requests[0][0].shape(), &[2, 5]);
-    assert!(set.requests[0][0].to_vec::<i64>().expect("int64").iter().all(|v| (0..10).contains(v)));
+    assert!(
+        set.requests[0][0]
+            .to_vec::<i64>()
+            .expect("int64")
+            .iter()
+            .all(|v| (0..10).contains(v))
+    );
     assert!(set.expected.is_none());
     // The same seed gives the same data.
-    let again = input::for_model(&manifest, &testdata("torch_tagger.onnx"), &options).expect("inputs");
+    let again =
+        input::for_model(&manifest, &testdata("torch_tagger.onnx"), &options).expect("inputs");
     assert_eq!(set, again);
 }
 
@@ -88,12 +108,25 @@ fn request_files_are_read_and_their_faults_named() {
     assert!(set.expected.is_none());
 
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"requests":[{"inputs":[{"name":"x","datatype":"FP99","shape":[1],"data":[1]}]}]}"#)
-        .expect("write");
-    let err = input::from_file(&bad).expect_err("unknown datatype").to_string();
-    assert!(err.contains("bad.json") && err.contains("unknown datatype"), "{err}");
+    std::fs::write(
+        &bad,
+        r#"{"requests":[{"inputs":[{"name":"x","datatype":"FP99","shape":[1],"data":[1]}]}]}"#,
+    )
+    .expect("write");
+    let err = input::from_file(&bad)
+        .expect_err("unknown datatype")
+        .to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("unknown datatype"),
+        "{err}"
+    );
     std::fs::write(&bad, "[]").expect("write");
-    assert!(input::from_file(&bad).expect_err("empty").to_string().contains("no requests"));
+    assert!(
+        input::from_file(&bad)
+            .expect_err("empty")
+            .to_string()
+            .contains("no requests")
+    );
 }
 
 fn window(rps: f64, p99: f64) -> WindowStats {
@@ -123,7 +156,12 @@ fn stability_is_perf_analyzers_rule() {
     let stalled = [window(0.0, 0.0), window(0.0, 0.0), window(0.0, 0.0)];
     assert!(!is_stable(&stalled, 3, 0.10, 99));
     // Only the last three count.
-    let settled = [window(10.0, 9.0), window(100.0, 2.0), window(101.0, 2.0), window(102.0, 2.0)];
+    let settled = [
+        window(10.0, 9.0),
+        window(100.0, 2.0),
+        window(101.0, 2.0),
+        window(102.0, 2.0),
+    ];
     assert!(is_stable(&settled, 3, 0.10, 99));
     assert!(!is_stable(&settled[..2], 3, 0.10, 99));
 }
@@ -132,10 +170,18 @@ fn stability_is_perf_analyzers_rule() {
 async fn closed_loop_in_process_checks_every_answer() {
     let target: Arc<dyn Target> = Arc::new(ServerTarget::new(server_with("mlp.onnx"), "mlp", None));
     let generator = LoadGenerator::new(target, &golden_requests(), quick()).expect("generator");
-    let outcome = generator.measure(LoadMode::Concurrency(4)).await.expect("measured");
+    let outcome = generator
+        .measure(LoadMode::Concurrency(4))
+        .await
+        .expect("measured");
     let m = &outcome.measurement;
     assert!(m.requests > 100, "{m:?}");
-    assert_eq!(m.error_count(), 0, "every answer matches the golden outputs: {:?}", m.errors);
+    assert_eq!(
+        m.error_count(),
+        0,
+        "every answer matches the golden outputs: {:?}",
+        m.errors
+    );
     assert!((3..=10).contains(&m.trials), "{}", m.trials);
     assert_eq!(outcome.windows.len(), m.trials);
     let l = m.latency;
@@ -152,38 +198,64 @@ async fn closed_loop_in_process_checks_every_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_answers_are_counted_as_mismatches() {
     // A model retrained badly answers the golden inputs differently.
-    let target: Arc<dyn Target> = Arc::new(ServerTarget::new(server_with("mlp_retrained.onnx"), "mlp", None));
-    let generator = LoadGenerator::new(target, &golden_requests(), quick().with_max_trials(3)).expect("generator");
-    let m = generator.measure(LoadMode::Concurrency(2)).await.expect("measured").measurement;
+    let target: Arc<dyn Target> = Arc::new(ServerTarget::new(
+        server_with("mlp_retrained.onnx"),
+        "mlp",
+        None,
+    ));
+    let generator = LoadGenerator::new(target, &golden_requests(), quick().with_max_trials(3))
+        .expect("generator");
+    let m = generator
+        .measure(LoadMode::Concurrency(2))
+        .await
+        .expect("measured")
+        .measurement;
     assert_eq!(m.requests, 0);
-    assert!(m.errors.get("mismatch").copied().unwrap_or(0) > 10, "{:?}", m.errors);
+    assert!(
+        m.errors.get("mismatch").copied().unwrap_or(0) > 10,
+        "{:?}",
+        m.errors
+    );
     assert!(!m.stable, "no answered request, so never stable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_holds_its_rate() {
     let target: Arc<dyn Target> = Arc::new(ServerTarget::new(server_with("mlp.onnx"), "mlp", None));
-    let config = quick().with_window(Duration::from_millis(400)).with_max_trials(4);
+    let config = quick()
+        .with_window(Duration::from_millis(400))
+        .with_max_trials(4);
     let generator = LoadGenerator::new(target, &golden_requests(), config).expect("generator");
     for poisson in [false, true] {
         let m = generator
-            .measure(LoadMode::Rate { rps: 500.0, poisson })
+            .measure(LoadMode::Rate {
+                rps: 500.0,
+                poisson,
+            })
             .await
             .expect("measured")
             .measurement;
         assert_eq!(m.error_count(), 0);
         let ratio = m.throughput_rps / 500.0;
-        assert!((0.8..1.2).contains(&ratio), "poisson {poisson}: {} req/s", m.throughput_rps);
+        assert!(
+            (0.8..1.2).contains(&ratio),
+            "poisson {poisson}: {} req/s",
+            m.throughput_rps
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_load_settings_are_refused() {
     let target: Arc<dyn Target> = Arc::new(ServerTarget::new(server_with("mlp.onnx"), "mlp", None));
-    let generator = LoadGenerator::new(target.clone(), &golden_requests(), quick()).expect("generator");
+    let generator =
+        LoadGenerator::new(target.clone(), &golden_requests(), quick()).expect("generator");
     assert!(generator.measure(LoadMode::Concurrency(0)).await.is_err());
     let err = generator
-        .measure(LoadMode::Rate { rps: -1.0, poisson: false })
+        .measure(LoadMode::Rate {
+            rps: -1.0,
+            poisson: false,
+        })
         .await
         .expect_err("negative rate");
     assert!(err.to_string().contains("rate"), "{err}");
@@ -196,23 +268,42 @@ async fn bad_load_settings_are_refused() {
 /// HTTP and gRPC front ends over one server on 127.0.0.1.
 async fn network_server() -> (String, String, tokio::sync::watch::Sender<bool>) {
     let server = server_with("mlp.onnx");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (http_addr, grpc_addr) = (http.local_addr().expect("addr"), grpc.local_addr().expect("addr"));
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (http_addr, grpc_addr) = (
+        http.local_addr().expect("addr"),
+        grpc.local_addr().expect("addr"),
+    );
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut r1 = rx.clone();
-    tokio::spawn(serve(http, router(server.clone(), HttpConfig::default()), async move {
-        let _ = r1.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(serve(
+        http,
+        router(server.clone(), HttpConfig::default()),
+        async move {
+            let _ = r1.wait_for(|s| *s).await;
+        },
+    ));
     let mut r2 = rx;
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(mlops_runtime::grpc::service(server, None, ModelSpec::default()))
+            .add_service(mlops_runtime::grpc::service(
+                server,
+                None,
+                ModelSpec::default(),
+            ))
             .serve_with_incoming_shutdown(mlops_runtime::grpc::incoming(grpc), async move {
                 let _ = r2.wait_for(|s| *s).await;
             }),
     );
-    (format!("http://{http_addr}"), format!("http://{grpc_addr}"), tx)
+    (
+        format!("http://{http_addr}"),
+        format!("http://{grpc_addr}"),
+        tx,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,9 +327,17 @@ async fn every_network_target_gets_the_golden_answers() {
         // Without outputs asked, nothing is decoded.
         assert_eq!(target.send(&prepared, false).await.expect("sent"), None);
 
-        let generator = LoadGenerator::new(target.clone(), &golden_requests(), quick().with_max_trials(3))
-            .expect("generator");
-        let m = generator.measure(LoadMode::Concurrency(2)).await.expect("measured").measurement;
+        let generator = LoadGenerator::new(
+            target.clone(),
+            &golden_requests(),
+            quick().with_max_trials(3),
+        )
+        .expect("generator");
+        let m = generator
+            .measure(LoadMode::Concurrency(2))
+            .await
+            .expect("measured")
+            .measurement;
         assert!(m.requests > 20, "{}: {m:?}", target.protocol());
         assert_eq!(m.error_count(), 0, "{}: {:?}", target.protocol(), m.errors);
     }
@@ -267,7 +366,8 @@ async fn remote_errors_are_grouped_by_kind() {
         .expect_err("wrong shape");
     assert_eq!(err.kind, "grpc_invalid_argument", "{err}");
     // Nothing listens on this port.
-    let down = HttpTarget::new("http://127.0.0.1:9", "mlp", None, HttpEncoding::Json).expect("json");
+    let down =
+        HttpTarget::new("http://127.0.0.1:9", "mlp", None, HttpEncoding::Json).expect("json");
     let err = down
         .send(&down.prepare(&wrong_shape).expect("prepared"), false)
         .await

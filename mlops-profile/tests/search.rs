@@ -505,11 +505,9 @@ fn hill_climb_on_a_tiny_space_finds_the_peak() {
     let peak = index(&space, "cpu2-b8-d0-i2-t1");
     let values = unimodal(&space, peak);
     for seed in 0..5 {
-        let path = search::run(
-            &mut HillClimb::new(seed).with_budget(4),
-            &space,
-            |i| Some(values[i]),
-        );
+        let path = search::run(&mut HillClimb::new(seed).with_budget(4), &space, |i| {
+            Some(values[i])
+        });
         assert_eq!(path.len(), 4);
         assert!(
             path.contains(&peak),
@@ -523,11 +521,9 @@ fn hill_climb_on_a_tiny_space_finds_the_peak() {
     for peak in 0..space.len() {
         let values = unimodal(&space, peak);
         for seed in 0..5 {
-            let tight = search::run(
-                &mut HillClimb::new(seed).with_budget(4),
-                &space,
-                |i| Some(values[i]),
-            );
+            let tight = search::run(&mut HillClimb::new(seed).with_budget(4), &space, |i| {
+                Some(values[i])
+            });
             found += usize::from(tight.contains(&peak));
             runs += 1;
             let roomy = search::run(

@@ -248,7 +248,11 @@ fn confirmation(out: &mut String, report: &ProfileReport) {
         out.push_str(&format!(
             "- **Missed first at:** {} req/s{}\n",
             rates.join(", "),
-            if c.passed { "; the rate that held became the capacity" } else { "" },
+            if c.passed {
+                "; the rate that held became the capacity"
+            } else {
+                ""
+            },
         ));
     }
     let m = &c.measurement;
