@@ -395,7 +395,7 @@ pub struct Confirmation {
 pub struct SearchSummary {
     /// `brute_force` or `hill_climb`.
     pub strategy: String,
-    /// The seed the search drew with.
+    /// The seed the search drew with (the load's seed for a strategy that draws nothing).
     pub seed: u64,
     /// Configurations in the space.
     pub space_size: usize,

@@ -387,7 +387,7 @@ impl Profiler {
             confirmation,
             search: SearchSummary {
                 strategy: strategy.name().to_owned(),
-                seed: self.config.load.seed,
+                seed: strategy.seed().unwrap_or(self.config.load.seed),
                 space_size,
                 measured: measured_count,
                 path,

@@ -4,7 +4,7 @@
 //! outside the axes' range (a latency far past the target at saturation) is left out and
 //! its line drawn up to the edge. Values that are not finite are skipped.
 
-use mlops_core::profile::{ConfigStatus, ProfileReport, ResourceSample};
+use mlops_core::profile::{ConfigStatus, LoadPoint, ProfileReport, ResourceSample};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -103,8 +103,10 @@ struct Curve<'r> {
     id: &'r str,
     capacity: f64,
     recommended: bool,
-    /// (throughput, latency) in load order, finite and not negative.
+    /// Closed-loop (throughput, latency) in load order, finite and not negative.
     points: Vec<(f64, f64)>,
+    /// Open-loop (throughput, latency), by throughput.
+    open: Vec<(f64, f64)>,
 }
 
 /// The curves to draw: the best [`MAX_CURVES`] measured configurations by capacity, plus
@@ -117,16 +119,20 @@ fn curves(report: &ProfileReport) -> Vec<Curve<'_>> {
         .iter()
         .filter(|c| matches!(c.status, ConfigStatus::Measured))
         .map(|c| {
-            let points: Vec<(f64, f64)> = c
-                .curve
-                .iter()
-                .map(|m| (m.throughput_rps, m.latency_at(report.percentile)))
-                .filter(|&(x, y)| {
-                    let keep = x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0;
-                    skipped += usize::from(!keep);
-                    keep
-                })
-                .collect();
+            let mut points: Vec<(f64, f64)> = Vec::new();
+            let mut open: Vec<(f64, f64)> = Vec::new();
+            for m in &c.curve {
+                let (x, y) = (m.throughput_rps, m.latency_at(report.percentile));
+                if !(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0) {
+                    skipped += 1;
+                    continue;
+                }
+                match m.load {
+                    LoadPoint::Concurrency { .. } => points.push((x, y)),
+                    LoadPoint::Rate { .. } => open.push((x, y)),
+                }
+            }
+            open.sort_by(|a, b| a.0.total_cmp(&b.0));
             Curve {
                 id: c.id.as_str(),
                 capacity: c
@@ -135,9 +141,10 @@ fn curves(report: &ProfileReport) -> Vec<Curve<'_>> {
                     .unwrap_or(f64::NEG_INFINITY),
                 recommended: recommended == Some(c.id.as_str()),
                 points,
+                open,
             }
         })
-        .filter(|c| !c.points.is_empty())
+        .filter(|c| !c.points.is_empty() || !c.open.is_empty())
         .collect();
     if skipped > 0 {
         tracing::warn!(
@@ -171,11 +178,11 @@ fn draw_capacity(root: &Area<'_>, report: &ProfileReport) -> Drawn {
 
     let x_max = curves
         .iter()
-        .flat_map(|c| c.points.iter().map(|p| p.0))
+        .flat_map(|c| c.points.iter().chain(&c.open).map(|p| p.0))
         .fold(0.0, f64::max);
     let y_max = curves
         .iter()
-        .flat_map(|c| c.points.iter().map(|p| p.1))
+        .flat_map(|c| c.points.iter().chain(&c.open).map(|p| p.1))
         .fold(0.0, f64::max);
     let y_max = match target {
         Some(t) => y_max.min(t * LATENCY_HEADROOM).max(t),
@@ -235,6 +242,17 @@ fn draw_capacity(root: &Area<'_>, report: &ProfileReport) -> Drawn {
                 .filter(|p| p.1 <= y_top)
                 .map(|&p| Circle::new(p, radius, color.filled())),
         )?;
+        // Open-loop rates: dashed, hollow points.
+        for run in clip_below(&curve.open, y_top) {
+            chart.draw_series(DashedLineSeries::new(run, 6, 4, line))?;
+        }
+        chart.draw_series(
+            curve
+                .open
+                .iter()
+                .filter(|p| p.1 <= y_top)
+                .map(|&p| Circle::new(p, radius, color.stroke_width(2))),
+        )?;
         let label = if curve.recommended {
             format!("{} (recommended)", curve.id)
         } else {
@@ -244,6 +262,13 @@ fn draw_capacity(root: &Area<'_>, report: &ProfileReport) -> Drawn {
             label,
             style: line,
             dashed: false,
+        });
+    }
+    if curves.iter().any(|c| !c.open.is_empty()) {
+        entries.push(LegendEntry {
+            label: "closed loop: solid; open loop: dashed".to_owned(),
+            style: BLACK.stroke_width(1),
+            dashed: true,
         });
     }
     if let Some(label) = target_label {

@@ -492,6 +492,11 @@ pub trait Strategy: Send {
     /// configuration. A strategy serves one space: with a space of another size, or with
     /// no scores at all, it starts over.
     fn next(&mut self, space: &SearchSpace, scores: &Scores) -> Option<usize>;
+
+    /// The seed it draws with, for reports; `None` when it draws nothing.
+    fn seed(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Every configuration, in the space's order.
@@ -642,6 +647,10 @@ impl HillClimb {
 impl Strategy for HillClimb {
     fn name(&self) -> &'static str {
         "hill_climb"
+    }
+
+    fn seed(&self) -> Option<u64> {
+        Some(self.seed)
     }
 
     fn next(&mut self, space: &SearchSpace, scores: &Scores) -> Option<usize> {
