@@ -22,6 +22,8 @@
 //! - `--devices LIST`: `cpu`, `gpu` or `gpuN`, comma-separated (default `cpu,gpu0`);
 //! - `--cores LIST`, `--batch LIST`, `--instances LIST`, `--queue-delay-us LIST`,
 //!   `--gpu-fractions LIST`: the space (comma-separated);
+//! - `--memory-mb N`: a memory limit for every server launched (cgroup v2 `memory.max` where
+//!   writable, else `RLIMIT_AS`, which counts address space: give it room);
 //! - `--input-data FILE`: requests to send (Open Inference Protocol JSON); else the model's
 //!   golden file, else random data from its signature;
 //! - `--shape NAME:D1,D2,...`: the shape of an input with dynamic dimensions;
@@ -56,6 +58,7 @@ struct Args {
     seed: u64,
     window_ms: u64,
     max_trials: usize,
+    memory_mb: Option<u64>,
     axes: Axes,
     inputs: InputOptions,
     cost: CostModel,
@@ -90,6 +93,7 @@ fn parse() -> Result<Args, BoxError> {
         seed: 0,
         window_ms: 500,
         max_trials: 5,
+        memory_mb: None,
         axes: Axes {
             devices: vec![ComputeDevice::Cpu, ComputeDevice::Gpu { index: 0 }],
             cpu_cores: vec![1, 2],
@@ -127,6 +131,7 @@ fn parse() -> Result<Args, BoxError> {
             "--seed" => args.seed = number(&arg, &value()?)?,
             "--window-ms" => args.window_ms = number(&arg, &value()?)?,
             "--max-trials" => args.max_trials = number(&arg, &value()?)?,
+            "--memory-mb" => args.memory_mb = Some(number(&arg, &value()?)?),
             "--devices" => {
                 let v = value()?;
                 args.axes.devices = v
@@ -166,7 +171,7 @@ fn parse() -> Result<Args, BoxError> {
             "--cost-gpu-hour" => args.cost.gpu_hour = number(&arg, &value()?)?,
             "--help" | "-h" => {
                 println!(
-                    "usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--devices LIST] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--max-trials N] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]"
+                    "usage: profile [MODEL] [--latency-ms MS] [--demand RPS] [--out DIR] [--protocol P] [--devices LIST] [--brute-force] [--budget F] [--seed N] [--window-ms MS] [--max-trials N] [--memory-mb N] [--cores LIST] [--batch LIST] [--instances LIST] [--queue-delay-us LIST] [--gpu-fractions LIST] [--input-data FILE] [--shape NAME:DIMS] [--cost-core-hour X] [--cost-gpu-hour X]"
                 );
                 std::process::exit(0);
             }
@@ -230,6 +235,9 @@ async fn run() -> Result<(), BoxError> {
         .with_open_loop_steps(3);
     if let Some(d) = args.demand {
         config = config.with_demand_rps(d);
+    }
+    if let Some(mb) = args.memory_mb {
+        config = config.with_memory_limit(mb << 20);
     }
     let profiler = Profiler::new(
         &args.model,

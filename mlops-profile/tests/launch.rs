@@ -422,3 +422,40 @@ async fn an_interrupted_run_keeps_what_was_measured() {
         "no confirmation after an interrupt"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_holds_the_server() {
+    let config = ServingConfig::default();
+    let limit = 8u64 << 30;
+    let budget = Budget::for_config(&config)
+        .expect("budget")
+        .with_memory_limit(limit);
+    let server = ServerProcess::launch(&ours(), &budget, &config, &testdata("mlp.onnx"), "mlp")
+        .await
+        .expect("ready under 8 GiB");
+    let how = server.memory_limit().to_owned();
+    if how.starts_with("RLIMIT_AS") {
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .expect("address space line");
+        assert!(line.contains(&limit.to_string()), "{line}");
+    } else {
+        assert!(how.starts_with("cgroup memory.max"), "{how}");
+        let cgroup =
+            std::fs::read_to_string(format!("/proc/{}/cgroup", server.pid())).expect("cgroup");
+        assert!(cgroup.contains("mlops-profile-"), "{cgroup}");
+    }
+    drop(server);
+
+    // Far too little: the server cannot even start, and says so.
+    let starved = Budget::for_config(&config)
+        .expect("budget")
+        .with_memory_limit(16 << 20);
+    let err = ServerProcess::launch(&ours(), &starved, &config, &testdata("mlp.onnx"), "mlp")
+        .await
+        .expect_err("16 MiB is not enough");
+    assert!(err.to_string().contains("exited"), "{err}");
+}
