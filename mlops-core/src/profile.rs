@@ -270,7 +270,8 @@ pub struct Measurement {
     pub stable: bool,
     /// Windows measured before it was stable (or the limit).
     pub trials: usize,
-    /// The load generator's own CPU time per request, in microseconds.
+    /// The load generator's process's CPU time per request, in microseconds (with an
+    /// in-process target, the model's too).
     pub client_cpu_us_per_request: f64,
     /// Resource use while it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -382,7 +383,8 @@ pub struct Confirmation {
     pub measurement: Measurement,
     /// The target percentile's latency in each window, in milliseconds.
     pub window_latency_ms: Vec<f64>,
-    /// Whether every window met the latency target with no failed request.
+    /// Whether every stable window (the last `stability_windows`) met the latency target
+    /// with no failed request.
     pub passed: bool,
     /// Higher rates tried first that missed the target, in the order tried; when the
     /// confirmation passed at a lower rate, that rate became the configuration's capacity.

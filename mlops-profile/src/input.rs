@@ -260,7 +260,18 @@ fn rebatch(set: RequestSet, signature: Option<&Signature>, rows: usize) -> Resul
             let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); sizes.len()];
             for t in tensors {
                 let mut sized = sizes.clone();
-                let rest = t.shape().first().copied().unwrap_or(0) - rows * sizes.len();
+                let have = t.shape().first().copied().unwrap_or(0);
+                let Some(rest) = have.checked_sub(rows * sizes.len()) else {
+                    return Err(Error::Inputs {
+                        model: set.source.clone(),
+                        reason: format!(
+                            "tensor '{}' has {have} rows where the first input has {}; give \
+                             requests whose tensors agree on the batch dimension",
+                            t.name(),
+                            rows * sizes.len()
+                        ),
+                    });
+                };
                 if rest > 0 {
                     sized.push(rest);
                 }

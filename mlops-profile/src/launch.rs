@@ -91,6 +91,8 @@ impl Budget {
         if let Some(t) = self.intra_op_threads {
             env.push(("OMP_NUM_THREADS".to_owned(), t.to_string()));
         }
+        // NVML counts GPUs in PCI bus order; CUDA's default order may differ.
+        env.push(("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned()));
         match self.gpu {
             Some(index) => env.push(("CUDA_VISIBLE_DEVICES".to_owned(), index.to_string())),
             None => env.push(("CUDA_VISIBLE_DEVICES".to_owned(), String::new())),
@@ -363,6 +365,16 @@ impl ServerProcess {
             cmd.env(k, v);
         }
         let cpus = budget.cpus.clone();
+        // Checked before the fork: CPU_SET must not be handed an id beyond the set.
+        if let Some(bad) = cpus
+            .iter()
+            .flatten()
+            .find(|&&c| c >= libc::CPU_SETSIZE as usize)
+        {
+            return Err(Error::Config(format!(
+                "CPU {bad} is beyond what an affinity mask holds"
+            )));
+        }
         let rlimit = if cgroup.is_none() {
             budget.memory_limit_bytes
         } else {
@@ -559,9 +571,9 @@ impl ServerProcess {
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = f.seek(SeekFrom::Start(len.saturating_sub(bytes)));
-        let mut out = String::new();
-        let _ = f.read_to_string(&mut out);
-        out
+        let mut out = Vec::new();
+        let _ = f.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Stops the server: `SIGTERM` to its process group, `SIGKILL` after the grace period,

@@ -4,9 +4,10 @@
 //! - **Closed loop** ([`LoadMode::Concurrency`]): `n` workers, each sending its next
 //!   request as soon as the previous one is answered.
 //! - **Open loop** ([`LoadMode::Rate`]): requests leave at their scheduled times whether
-//!   or not earlier ones were answered; latency is measured from the *scheduled* time, so a
-//!   server (or a client) that falls behind shows in the figures instead of hiding the
-//!   delay (coordinated omission, as `wrk2` and `oha` correct it).
+//!   or not earlier ones were answered; latency is measured from when the schedule released
+//!   the request (its due time, give or take the pacer's wake-up), not from when a worker
+//!   got to send it, so a server that falls behind shows in the figures instead of hiding
+//!   the delay (coordinated omission, as `wrk2` and `oha` correct it).
 //!
 //! After a warm-up, windows of [`LoadConfig::window`] are measured until the last
 //! [`LoadConfig::stability_windows`] agree within [`LoadConfig::stability_threshold`] on
@@ -32,6 +33,11 @@ use rand_distr::{Distribution, Exp};
 use crate::error::{Error, Result};
 use crate::input::{RequestSet, check_outputs};
 use crate::target::{Prepared, Target};
+
+/// The lowest open-loop rate, in requests per second.
+pub const MIN_RATE: f64 = 0.001;
+/// The highest open-loop rate: beyond it the pacer's gaps round to nothing.
+pub const MAX_RATE: f64 = 10_000_000.0;
 
 /// How load is applied.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,7 +88,7 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// Open loop: the most requests sent and not yet answered (and so the most
     /// connections over HTTP/1.1). A request due while all are busy is sent late, and its
-    /// wait counts in its latency, since latency runs from the scheduled time.
+    /// wait counts in its latency, since latency runs from the request's release by the schedule.
     pub max_in_flight: usize,
     /// Seed for Poisson arrivals.
     pub seed: u64,
@@ -178,6 +184,12 @@ impl LoadConfig {
             return Err(Error::Config(format!(
                 "max_trials ({}) must be at least stability_windows ({}), which must be at least 1",
                 self.max_trials, self.stability_windows
+            )));
+        }
+        if ![50, 90, 95, 99].contains(&self.percentile) {
+            return Err(Error::Config(format!(
+                "the percentile must be 50, 90, 95 or 99, not {}",
+                self.percentile
             )));
         }
         if self.max_in_flight == 0 {
@@ -385,6 +397,25 @@ impl Shared {
     }
 }
 
+/// Sets a run's stop flag when dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Closes the open loop's semaphore when dropped, so the workers end even if the pacer
+/// thread panics.
+struct CloseOnDrop(Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Drives load at one target with one set of requests.
 pub struct LoadGenerator {
     shared: Arc<Shared>,
@@ -396,6 +427,15 @@ impl LoadGenerator {
         config.validate()?;
         if requests.requests.is_empty() {
             return Err(Error::Config("no requests to send".into()));
+        }
+        if let Some(expected) = &requests.expected
+            && expected.len() != requests.requests.len()
+        {
+            return Err(Error::Config(format!(
+                "{} requests but {} expected answers",
+                requests.requests.len(),
+                expected.len()
+            )));
         }
         let prepared = requests
             .requests
@@ -446,9 +486,9 @@ impl LoadGenerator {
                 return Err(Error::Config("concurrency must be at least 1".into()));
             }
             LoadMode::Concurrency(n) => n,
-            LoadMode::Rate { rps, .. } if !(rps > 0.0 && rps.is_finite()) => {
+            LoadMode::Rate { rps, .. } if !(MIN_RATE..=MAX_RATE).contains(&rps) => {
                 return Err(Error::Config(format!(
-                    "request rate must be above 0, not {rps}"
+                    "request rate must be between {MIN_RATE} and {MAX_RATE} req/s, not {rps}"
                 )));
             }
             LoadMode::Rate { .. } => self.shared.config.max_in_flight,
@@ -464,6 +504,8 @@ impl LoadGenerator {
             recorder: Recorder::new(shards.min(16)),
             stop: AtomicBool::new(false),
         });
+        // Dropping this future (a caller's timeout, a select) stops the load too.
+        let stop_guard = StopOnDrop(run.clone());
         let driver = match mode {
             LoadMode::Concurrency(n) => tokio::spawn(closed_loop(run.clone(), n)),
             LoadMode::Rate { rps, poisson } => tokio::spawn(open_loop(run.clone(), rps, poisson)),
@@ -499,7 +541,7 @@ impl LoadGenerator {
             }
         }
         let cpu = process_cpu().saturating_sub(cpu_start);
-        run.stop.store(true, Ordering::Release);
+        drop(stop_guard);
         // Workers finish the request they are on (bounded by the request timeout).
         let _ = tokio::time::timeout(config.request_timeout + Duration::from_secs(1), driver).await;
         let k = config.stability_windows.min(taken.len());
@@ -668,6 +710,7 @@ async fn open_loop(run: Arc<Shared>, rps: f64, poisson: bool) {
                 // Sleep precisely: the default 50 µs timer slack would blur the schedule.
                 // SAFETY: PR_SET_TIMERSLACK takes a plain integer for the calling thread.
                 unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000) };
+                let _close = CloseOnDrop(ready.clone());
                 let mut due = schedule.take();
                 while !run.stop.load(Ordering::Acquire) {
                     let now = Instant::now();
@@ -689,7 +732,6 @@ async fn open_loop(run: Arc<Shared>, rps: f64, poisson: bool) {
                     }
                     ready.add_permits(n);
                 }
-                ready.close();
             })
     };
     let Ok(pacer) = pacer else {

@@ -334,6 +334,14 @@ impl Profiler {
                 interrupted = true;
                 break;
             }
+            if i >= space.len() || scores.contains_key(&i) {
+                tracing::warn!(
+                    strategy = strategy.name(),
+                    index = i,
+                    "the search strategy repeated or overran the space; stopping it"
+                );
+                break;
+            }
             let config = space.config(i).clone();
             path.push(config.id());
             let profile = self.measure_config(&config, &sampler).await;
@@ -463,6 +471,12 @@ impl Profiler {
         let result = self.sweep(&id, &server, sampler, &mut profile.curve).await;
         sampler.watch(None, "");
         match result {
+            // Its capacity was not found: a closed-loop figure alone would overstate it.
+            Ok(()) if self.interrupted() => {
+                profile.status = ConfigStatus::Failed {
+                    reason: "interrupted before its capacity was found".into(),
+                };
+            }
             Ok(()) => {
                 let (capacity, point) = capacity_of(
                     &profile.curve,
@@ -474,8 +488,12 @@ impl Profiler {
             }
             Err(reason) => profile.status = ConfigStatus::Failed { reason },
         }
-        drop(server);
-        drop(pinning);
+        // Stopping waits for the server to exit: off the executor.
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(server);
+            drop(pinning);
+        })
+        .await;
         profile
     }
 
@@ -744,7 +762,7 @@ impl Profiler {
         sampler: &Sampler,
     ) -> (Option<Recommendation>, Option<Confirmation>) {
         let mut last = None;
-        for _round in 0..2 {
+        for _round in 0..3 {
             let Some(r) = recommendation.clone().filter(|r| r.meets_target) else {
                 return (recommendation, last);
             };
@@ -793,6 +811,14 @@ impl Profiler {
                 return (recommendation, last);
             }
         }
+        // The choice kept moving: say that the final one was not confirmed itself.
+        if let (Some(r), Some(c)) = (recommendation.as_mut(), &last)
+            && r.config_id != c.config_id
+        {
+            r.reason.push_str(
+                "; not confirmed itself (the confirmation above is of another configuration)",
+            );
+        }
         (recommendation, last)
     }
 }
@@ -820,7 +846,11 @@ fn meets(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
 /// behind by more builds a queue that a longer run would show.
 fn sustains(m: &Measurement, limit_ms: f64, percentile: u8) -> bool {
     let kept_up = match m.load {
-        LoadPoint::Rate { rps, .. } => m.throughput_rps >= 0.99 * rps,
+        // Within 1%, or two requests' worth where a few seconds hold only a few hundred.
+        LoadPoint::Rate { rps, .. } => {
+            let slack = 0.01f64.max(2.0 / (m.requests.max(1) as f64));
+            m.throughput_rps >= (1.0 - slack) * rps
+        }
         LoadPoint::Concurrency { .. } => true,
     };
     kept_up && meets(m, limit_ms, percentile)

@@ -34,6 +34,10 @@ pub(crate) struct Pool {
 }
 
 const MAX_HEADERS: usize = 32;
+/// The largest response head read.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+/// The largest response body read (the gRPC front end's message limit).
+const MAX_BODY_BYTES: usize = 64 << 20;
 
 impl Pool {
     pub(crate) fn new(address: String) -> Pool {
@@ -131,9 +135,15 @@ async fn exchange(
             _ => lost(e),
         });
     }
+    // A pooled connection holds no bytes of an earlier response (see the end).
     conn.buf.clear();
     // The head.
     let (status, head_len, content_length, chunked, close, header_length) = loop {
+        if conn.buf.len() > MAX_HEAD_BYTES {
+            return Err(malformed(format!(
+                "a response head over {MAX_HEAD_BYTES} bytes"
+            )));
+        }
         if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
             return Err(if conn.buf.is_empty() {
                 Exchange::Closed
@@ -176,7 +186,15 @@ async fn exchange(
         }
     };
     conn.buf.advance(head_len);
-    let body = if chunked {
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    if content_length.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(malformed(format!(
+            "a response body over {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let body = if bodiless {
+        Bytes::new()
+    } else if chunked {
         read_chunked(conn).await?
     } else if let Some(len) = content_length {
         while conn.buf.len() < len {
@@ -188,6 +206,11 @@ async fn exchange(
     } else {
         // No length: the body runs to the end of the connection.
         loop {
+            if conn.buf.len() > MAX_BODY_BYTES {
+                return Err(malformed(format!(
+                    "a response body over {MAX_BODY_BYTES} bytes"
+                )));
+            }
             if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
                 break;
             }
@@ -206,13 +229,15 @@ async fn exchange(
     } else {
         Bytes::new()
     };
+    // Bytes beyond this response mean the connection is out of step: not reused.
+    let in_step = conn.buf.is_empty();
     Ok((
         Response {
             status,
             header_length,
             body,
         },
-        !close,
+        !close && in_step,
     ))
 }
 
@@ -224,6 +249,9 @@ async fn read_chunked(conn: &mut Connection) -> Result<Bytes, Exchange> {
             if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
                 break i;
             }
+            if conn.buf.len() > MAX_HEAD_BYTES {
+                return Err(malformed("a chunk size line too long"));
+            }
             if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
                 return Err(lost("connection closed mid-chunk"));
             }
@@ -231,17 +259,40 @@ async fn read_chunked(conn: &mut Connection) -> Result<Bytes, Exchange> {
         let line = std::str::from_utf8(&conn.buf[..line_end]).map_err(malformed)?;
         let size_text = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16).map_err(malformed)?;
+        if size > MAX_BODY_BYTES || body.len() + size > MAX_BODY_BYTES {
+            return Err(malformed(format!(
+                "a response body over {MAX_BODY_BYTES} bytes"
+            )));
+        }
         conn.buf.advance(line_end + 2);
-        // The chunk and its CRLF (for the last, the empty trailer's CRLF).
+        if size == 0 {
+            // Trailers, if any, then the blank line that ends the body.
+            loop {
+                let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") else {
+                    if conn.buf.len() > MAX_HEAD_BYTES {
+                        return Err(malformed("trailers too long"));
+                    }
+                    if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
+                        return Err(lost("connection closed in the trailers"));
+                    }
+                    continue;
+                };
+                conn.buf.advance(end + 2);
+                if end == 0 {
+                    return Ok(body.freeze());
+                }
+            }
+        }
+        // The chunk and its CRLF.
         while conn.buf.len() < size + 2 {
             if conn.stream.read_buf(&mut conn.buf).await.map_err(lost)? == 0 {
                 return Err(lost("connection closed mid-chunk"));
             }
         }
+        if &conn.buf[size..size + 2] != b"\r\n" {
+            return Err(malformed("a chunk not followed by CRLF"));
+        }
         body.extend_from_slice(&conn.buf[..size]);
         conn.buf.advance(size + 2);
-        if size == 0 {
-            return Ok(body.freeze());
-        }
     }
 }

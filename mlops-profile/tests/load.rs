@@ -374,3 +374,87 @@ async fn remote_errors_are_grouped_by_kind() {
         .expect_err("down");
     assert_eq!(err.kind, "connect", "{err}");
 }
+
+/// A raw HTTP/1.1 server on 127.0.0.1 that answers the n-th request on a connection with
+/// the n-th canned response, to drive the client through framings our server never sends.
+async fn canned(responses: Vec<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let responses = responses.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                for response in responses {
+                    // One request: its head and its (small) body arrive in one read here.
+                    if socket.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_client_reads_chunked_and_sized_bodies_and_refuses_bad_framing() {
+    let x = vec![Tensor::from_vec("x", vec![1, 2], vec![1.0f32, 2.0]).expect("tensor")];
+    let json_outputs =
+        r#"{"outputs":[{"name":"y","datatype":"FP32","shape":[1,2],"data":[3.0,"Infinity"]}]}"#;
+    let chunked = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\nx-trailer: 1\r\n\r\n",
+            10,
+            &json_outputs[..10],
+            json_outputs.len() - 10,
+            &json_outputs[10..]
+        )
+        .into_boxed_str(),
+    );
+    let sized =
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 20\r\n\r\n{\"error\":\"too busy\"}";
+    let base = canned(vec![chunked, sized]).await;
+    let target = HttpTarget::new(&base, "m", None, HttpEncoding::Json).expect("target");
+    let request = target.prepare(&x).expect("prepared");
+    // Chunks with a trailer, decoded.
+    let outputs = target
+        .send(&request, true)
+        .await
+        .expect("chunked")
+        .expect("outputs");
+    assert_eq!(outputs[0].name(), "y");
+    let values = outputs[0].to_vec::<f32>().expect("f32");
+    assert_eq!(values[0], 3.0);
+    assert!(values[1].is_infinite());
+    // The same connection, in step, for a sized error answer.
+    let err = target.send(&request, false).await.expect_err("503");
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        ("http_503", "too busy")
+    );
+
+    let huge = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+    let base = canned(vec![huge]).await;
+    let target = HttpTarget::new(&base, "m", None, HttpEncoding::Json).expect("target");
+    let err = target
+        .send(&target.prepare(&x).expect("prepared"), false)
+        .await
+        .expect_err("an impossible chunk size");
+    assert_eq!(err.kind, "malformed_response", "{err}");
+
+    let no_crlf = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n";
+    let base = canned(vec![no_crlf]).await;
+    let target = HttpTarget::new(&base, "m", None, HttpEncoding::Json).expect("target");
+    let err = target
+        .send(&target.prepare(&x).expect("prepared"), false)
+        .await
+        .expect_err("a chunk without its CRLF");
+    assert_eq!(err.kind, "malformed_response", "{err}");
+}

@@ -126,6 +126,8 @@ fn a_busy_loop_reads_about_one_core() {
     let _cpu = cpu_lock();
     let busy = Spawned::sh("while :; do :; done");
     let (sampler, summary) = watch_for(Some(busy.pid()), "busy", Duration::from_millis(1000));
+    // Taken while the loop still runs: the sampler goes on after the kill.
+    let samples = sampler.samples();
     let truth = busy.kill_and_measure();
 
     assert!(summary.samples >= 10, "{summary:?}");
@@ -145,7 +147,6 @@ fn a_busy_loop_reads_about_one_core() {
     assert_eq!(summary.gpu_utilization_mean, None);
     assert_eq!(summary.gpu_unavailable, None, "no GPU was asked for");
 
-    let samples = sampler.samples();
     let last = samples.last().unwrap();
     assert_eq!(last.config, "busy");
     assert!(last.server_rss_bytes > 0);
