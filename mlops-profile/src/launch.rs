@@ -259,13 +259,19 @@ struct Placeholders<'a> {
     config: &'a ServingConfig,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("finding a free port", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::io("finding a free port", e))
+/// Two free TCP ports on 127.0.0.1: both bound at once (so they differ), then released for
+/// the child to take.
+fn free_ports() -> Result<(u16, u16)> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))
+    };
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| Error::io("finding a free port", e))
+    };
+    Ok((port(&a)?, port(&b)?))
 }
 
 static LAUNCHES: AtomicU64 = AtomicU64::new(0);
@@ -323,9 +329,10 @@ impl ServerProcess {
         model: &Path,
         name: &str,
     ) -> Result<ServerProcess> {
+        let (http_port, grpc_port) = free_ports()?;
         let values = Placeholders {
-            http_port: free_port()?,
-            grpc_port: free_port()?,
+            http_port,
+            grpc_port,
             model,
             name,
             config,
@@ -337,11 +344,27 @@ impl ServerProcess {
             .collect();
         let ready_url = command.fill(&command.ready_url, &values);
         let command_line = format!("{} {}", command.program.display(), args.join(" "));
-        let n = LAUNCHES.fetch_add(1, Ordering::Relaxed);
-        let log =
-            std::env::temp_dir().join(format!("mlops-profile-{}-{n}.log", std::process::id()));
-        let log_file = std::fs::File::create(&log)
-            .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        // A new file only, never one (or a link) that was there before: a name left by an
+        // earlier process with the same pid is skipped.
+        let (log, log_file) = {
+            let mut attempt = 0;
+            loop {
+                let n = LAUNCHES.fetch_add(1, Ordering::Relaxed);
+                let log = std::env::temp_dir()
+                    .join(format!("mlops-profile-{}-{n}.log", std::process::id()));
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&log)
+                {
+                    Ok(f) => break (log, f),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(Error::io(format!("creating {}", log.display()), e)),
+                }
+            }
+        };
         let log_err = log_file
             .try_clone()
             .map_err(|e| Error::io("duplicating the log file", e))?;
