@@ -762,10 +762,19 @@ impl Profiler {
         sampler: &Sampler,
     ) -> (Option<Recommendation>, Option<Confirmation>) {
         let mut last = None;
+        // Confirmations that held, at the rate each configuration's capacity now is.
+        let mut held: Vec<Confirmation> = Vec::new();
         for _round in 0..3 {
             let Some(r) = recommendation.clone().filter(|r| r.meets_target) else {
                 return (recommendation, last);
             };
+            // The choice came back to a configuration confirmed at its capacity: done.
+            if let Some(c) = held
+                .iter()
+                .find(|c| c.config_id == r.config_id && c.rate_rps == r.capacity_rps)
+            {
+                return (recommendation, Some(c.clone()));
+            }
             let mut missed = Vec::new();
             let mut confirmed = None;
             for factor in [1.0, 0.9, 0.8] {
@@ -791,6 +800,7 @@ impl Profiler {
             c.missed_rates_rps = missed.clone();
             let lowered = !missed.is_empty();
             last = Some(c.clone());
+            held.push(c.clone());
             if !lowered {
                 return (recommendation, last);
             }

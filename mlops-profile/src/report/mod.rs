@@ -229,12 +229,12 @@ fn confirmation(out: &mut String, report: &ProfileReport) {
     let p = report.percentile;
     let verdict = if c.passed {
         format!(
-            "**passed**: every window met {} with no failed request",
+            "**passed**: every stable window (the last ones measured) met {} with no failed request",
             target(report)
         )
     } else {
         format!(
-            "**failed**: a window missed {} or a request failed",
+            "**failed**: a stable window (the last ones measured) missed {} or a request failed",
             target(report)
         )
     };
