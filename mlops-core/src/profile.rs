@@ -573,7 +573,7 @@ impl ProfileReport {
                 "\nconfirmation at {:.0} req/s: {}",
                 c.rate_rps,
                 if c.passed {
-                    "met the target in every window"
+                    "met the target in every stable window"
                 } else {
                     "missed the target"
                 }
