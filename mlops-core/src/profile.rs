@@ -202,6 +202,20 @@ pub struct LatencySummary {
     pub max_ms: f64,
 }
 
+impl LatencySummary {
+    /// The percentile a target is set on (`50`, `90`, `95`, `99`, or anything else for
+    /// the maximum).
+    pub fn at(&self, percentile: u8) -> f64 {
+        match percentile {
+            50 => self.p50_ms,
+            90 => self.p90_ms,
+            95 => self.p95_ms,
+            99 => self.p99_ms,
+            _ => self.max_ms,
+        }
+    }
+}
+
 /// CPU, memory and GPU use over one measurement.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceSummary {
@@ -287,13 +301,7 @@ impl Measurement {
     /// The latency percentile a target is set on (`50`, `90`, `95`, `99`, or anything
     /// else for the maximum).
     pub fn latency_at(&self, percentile: u8) -> f64 {
-        match percentile {
-            50 => self.latency.p50_ms,
-            90 => self.latency.p90_ms,
-            95 => self.latency.p95_ms,
-            99 => self.latency.p99_ms,
-            _ => self.latency.max_ms,
-        }
+        self.latency.at(percentile)
     }
 }
 

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::target::tensor_from_json;
+use crate::target::json_tensor;
 
 /// The requests to send, and the answers expected when known.
 #[derive(Clone, Debug, PartialEq)]
@@ -205,32 +205,6 @@ pub fn from_file(path: &Path) -> Result<RequestSet> {
         expected,
         source: format!("file {}", path.display()),
     })
-}
-
-fn json_tensor(v: &Value) -> std::result::Result<Tensor, String> {
-    let name = v
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or("a tensor without a name")?;
-    let dtype: DataType = v
-        .get("datatype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("tensor '{name}' has no datatype"))?
-        .parse()
-        .map_err(|_| format!("tensor '{name}' has an unknown datatype"))?;
-    let shape = v
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("tensor '{name}' has no shape"))?
-        .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| format!("tensor '{name}' has a negative or non-integer dimension"))?;
-    let data = v
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("tensor '{name}' has no data"))?;
-    tensor_from_json(name, dtype, shape, data)
 }
 
 /// Splits or keeps requests so that each has `rows` rows, when the model batches; a file's

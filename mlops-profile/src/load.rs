@@ -318,16 +318,6 @@ fn summarise(h: &Histogram<u64>) -> LatencySummary {
     }
 }
 
-fn percentile_of(l: &LatencySummary, percentile: u8) -> f64 {
-    match percentile {
-        50 => l.p50_ms,
-        90 => l.p90_ms,
-        95 => l.p95_ms,
-        99 => l.p99_ms,
-        _ => l.max_ms,
-    }
-}
-
 /// perf_analyzer's rule: over the last `k` windows, max/min of throughput and of latency
 /// within `1 + threshold`, and no window without an answer.
 pub fn is_stable(windows: &[WindowStats], k: usize, threshold: f64, percentile: u8) -> bool {
@@ -341,11 +331,7 @@ pub fn is_stable(windows: &[WindowStats], k: usize, threshold: f64, percentile: 
         min > 0.0 && max / min <= 1.0 + threshold + 1e-12
     };
     within(last.iter().map(|w| w.throughput_rps).collect())
-        && within(
-            last.iter()
-                .map(|w| percentile_of(&w.latency, percentile))
-                .collect(),
-        )
+        && within(last.iter().map(|w| w.latency.at(percentile)).collect())
 }
 
 /// The process's CPU time (user + system) so far.

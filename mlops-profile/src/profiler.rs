@@ -488,12 +488,7 @@ impl Profiler {
             }
             Err(reason) => profile.status = ConfigStatus::Failed { reason },
         }
-        // Stopping waits for the server to exit: off the executor.
-        let _ = tokio::task::spawn_blocking(move || {
-            drop(server);
-            drop(pinning);
-        })
-        .await;
+        stop(server, pinning).await;
         profile
     }
 
@@ -587,18 +582,8 @@ impl Profiler {
                 return Ok(());
             }
             let factor = (lo + hi) / 2.0;
-            let rps = closed_best * factor;
-            self.say(format!("{id}: {rps:.0} req/s open loop"));
             let m = self
-                .point(
-                    &generator,
-                    server,
-                    sampler,
-                    LoadMode::Rate {
-                        rps,
-                        poisson: false,
-                    },
-                )
+                .open_point(id, &generator, server, sampler, closed_best * factor)
                 .await?;
             if sustains(&m, limit, percentile) {
                 lo = factor;
@@ -609,22 +594,29 @@ impl Profiler {
             curve.push(m);
         }
         if !any_passed && !self.interrupted() {
-            let rps = closed_best * 0.1;
-            self.say(format!("{id}: {rps:.0} req/s open loop"));
             let m = self
-                .point(
-                    &generator,
-                    server,
-                    sampler,
-                    LoadMode::Rate {
-                        rps,
-                        poisson: false,
-                    },
-                )
+                .open_point(id, &generator, server, sampler, closed_best * 0.1)
                 .await?;
             curve.push(m);
         }
         Ok(())
+    }
+
+    /// One open-loop point at `rps`, evenly spaced.
+    async fn open_point(
+        &self,
+        id: &str,
+        generator: &LoadGenerator,
+        server: &ServerProcess,
+        sampler: &Sampler,
+        rps: f64,
+    ) -> std::result::Result<Measurement, String> {
+        self.say(format!("{id}: {rps:.0} req/s open loop"));
+        let mode = LoadMode::Rate {
+            rps,
+            poisson: false,
+        };
+        self.point(generator, server, sampler, mode).await
     }
 
     async fn point(
@@ -661,7 +653,8 @@ impl Profiler {
     }
 
     /// Launches `config` again and drives it at `rate_rps` (open loop, evenly spaced);
-    /// passes when every window meets the target with no failed request.
+    /// passes when every stable window meets the target with no failed request and the
+    /// server is still up.
     pub async fn confirm(
         &self,
         config: &ServingConfig,
@@ -691,41 +684,53 @@ impl Profiler {
             passed: false,
             missed_rates_rps: Vec::new(),
         };
-        let (server, _pinning) = match self.launch(config).await {
+        let (server, pinning) = match self.launch(config).await {
             Ok(s) => s,
             Err(e) => return failed(e.to_string()),
         };
         sampler.watch(Some(server.pid()), &format!("{id} (confirmation)"));
-        let generator = match self
-            .target_for(&server)
+        let driven = self.drive_at(&server, rate_rps, sampler).await;
+        sampler.watch(None, "");
+        let exited = server.exit_status().is_some();
+        stop(server, pinning).await;
+        match driven {
+            Ok((measurement, window_latency_ms, held)) => Confirmation {
+                config_id: id,
+                rate_rps,
+                measurement,
+                window_latency_ms,
+                passed: held && !exited,
+                missed_rates_rps: Vec::new(),
+            },
+            Err(reason) => failed(reason),
+        }
+    }
+
+    /// Drives `server` open loop at `rate_rps`: the measurement, the percentile's latency
+    /// per window, and whether every stable window met the target with no failed request.
+    async fn drive_at(
+        &self,
+        server: &ServerProcess,
+        rate_rps: f64,
+        sampler: &Sampler,
+    ) -> std::result::Result<(Measurement, Vec<f64>, bool), String> {
+        let generator = self
+            .target_for(server)
             .and_then(|t| LoadGenerator::new(t, &self.requests, self.config.load.clone()))
-        {
-            Ok(g) => g,
-            Err(e) => return failed(e.to_string()),
-        };
+            .map_err(|e| e.to_string())?;
         let since = Instant::now();
         let outcome = generator
             .measure(LoadMode::Rate {
                 rps: rate_rps,
                 poisson: false,
             })
-            .await;
-        sampler.watch(None, "");
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => return failed(e.to_string()),
-        };
+            .await
+            .map_err(|e| e.to_string())?;
         let percentile = self.config.load.percentile;
         let window_latency_ms: Vec<f64> = outcome
             .windows
             .iter()
-            .map(|w| match percentile {
-                50 => w.latency.p50_ms,
-                90 => w.latency.p90_ms,
-                95 => w.latency.p95_ms,
-                99 => w.latency.p99_ms,
-                _ => w.latency.max_ms,
-            })
+            .map(|w| w.latency.at(percentile))
             .collect();
         let k = self
             .config
@@ -733,22 +738,14 @@ impl Profiler {
             .stability_windows
             .min(outcome.windows.len());
         let reported = &outcome.windows[outcome.windows.len() - k..];
-        let passed = !reported.is_empty()
+        let held = !reported.is_empty()
             && reported.iter().all(|w| {
                 w.errors.values().sum::<u64>() == 0
-                    && percentile_of(w, percentile) <= self.config.latency_target_ms
-            })
-            && server.exit_status().is_none();
+                    && w.latency.at(percentile) <= self.config.latency_target_ms
+            });
         let mut measurement = outcome.measurement;
         measurement.resources = Some(sampler.summary_since(since));
-        Confirmation {
-            config_id: id,
-            rate_rps,
-            measurement,
-            window_latency_ms,
-            passed,
-            missed_rates_rps: Vec::new(),
-        }
+        Ok((measurement, window_latency_ms, held))
     }
 
     /// Confirms the recommendation at its capacity on a freshly launched server. A miss is
@@ -833,14 +830,14 @@ impl Profiler {
     }
 }
 
-fn percentile_of(w: &crate::load::WindowStats, percentile: u8) -> f64 {
-    match percentile {
-        50 => w.latency.p50_ms,
-        90 => w.latency.p90_ms,
-        95 => w.latency.p95_ms,
-        99 => w.latency.p99_ms,
-        _ => w.latency.max_ms,
-    }
+/// Stops a server and gives the load generator its CPUs back. Stopping waits (up to the
+/// grace period) for the server to exit: off the executor.
+async fn stop(server: ServerProcess, pinning: ClientPinning) {
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(server);
+        drop(pinning);
+    })
+    .await;
 }
 
 /// Whether a measurement meets the target: the percentile within it and under 1% failed.

@@ -25,7 +25,6 @@ use mlops_core::{DataType, Infer, Tensor};
 use mlops_runtime::ModelServer;
 use mlops_runtime::grpc::proto::ModelInferRequest;
 use mlops_runtime::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use mlops_runtime::grpc::proto::model_infer_request::InferInputTensor;
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
@@ -421,25 +420,7 @@ impl Target for GrpcTarget {
     }
 
     fn prepare(&self, inputs: &[Tensor]) -> Result<Prepared> {
-        let request = ModelInferRequest {
-            model_name: self.model.clone(),
-            model_version: self.version.map(|v| v.to_string()).unwrap_or_default(),
-            inputs: inputs
-                .iter()
-                .map(|t| InferInputTensor {
-                    name: t.name().to_owned(),
-                    datatype: t.dtype().to_string(),
-                    shape: t
-                        .shape()
-                        .iter()
-                        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                        .collect(),
-                    ..Default::default()
-                })
-                .collect(),
-            raw_input_contents: inputs.iter().map(|t| t.data().clone()).collect(),
-            ..Default::default()
-        };
+        let request = mlops_runtime::grpc::infer_request(&self.model, self.version, inputs);
         Ok(Prepared {
             inputs: inputs.to_vec(),
             encoded: Encoded::Grpc(Box::new(request)),
@@ -469,32 +450,9 @@ impl Target for GrpcTarget {
             if !outputs {
                 return Ok(None);
             }
-            if response.raw_output_contents.len() != response.outputs.len() {
-                return Err(TargetError::new(
-                    "malformed_response",
-                    "raw_output_contents does not match outputs",
-                ));
-            }
-            response
-                .outputs
-                .into_iter()
-                .zip(response.raw_output_contents)
-                .map(|(o, data)| {
-                    let dtype: DataType = o
-                        .datatype
-                        .parse()
-                        .map_err(|_| TargetError::new("malformed_response", o.datatype.clone()))?;
-                    let shape = o
-                        .shape
-                        .iter()
-                        .map(|&d| usize::try_from(d))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|e| TargetError::new("malformed_response", e.to_string()))?;
-                    Tensor::new(o.name, dtype, shape, data)
-                        .map_err(|e| TargetError::new("malformed_response", e.to_string()))
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
+            mlops_runtime::grpc::response_outputs(response)
                 .map(Some)
+                .map_err(|e| TargetError::new("malformed_response", e))
         })
     }
 }
@@ -621,34 +579,17 @@ pub(crate) fn decode_http_response(
     outputs
         .iter()
         .map(|o| {
-            let name = o
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("output without a name")?;
-            let dtype: DataType = o
-                .get("datatype")
-                .and_then(Value::as_str)
-                .ok_or("output without a datatype")?
-                .parse()
-                .map_err(|_| format!("output '{name}' has an unknown datatype"))?;
-            let shape = o
-                .get("shape")
-                .and_then(Value::as_array)
-                .ok_or("output without a shape")?
-                .iter()
-                .map(|d| {
-                    d.as_u64()
-                        .map(|d| d as usize)
-                        .ok_or("a negative or non-integer dimension")
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let (name, dtype, shape) = tensor_head(o)?;
             let binary = o
                 .get("parameters")
                 .and_then(|p| p.get("binary_data_size"))
                 .and_then(Value::as_u64);
             match binary {
                 Some(size) => {
-                    let end = offset + size as usize;
+                    let end = usize::try_from(size)
+                        .ok()
+                        .and_then(|size| offset.checked_add(size))
+                        .ok_or_else(|| format!("output '{name}' runs past the body"))?;
                     let data = bytes
                         .get(offset..end)
                         .ok_or_else(|| format!("output '{name}' runs past the body"))?;
@@ -666,6 +607,39 @@ pub(crate) fn decode_http_response(
             }
         })
         .collect()
+}
+
+/// A JSON tensor's `name`, `datatype` and `shape`.
+pub(crate) fn tensor_head(v: &Value) -> std::result::Result<(&str, DataType, Vec<usize>), String> {
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a tensor without a name")?;
+    let dtype: DataType = v
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("tensor '{name}' has no datatype"))?
+        .parse()
+        .map_err(|_| format!("tensor '{name}' has an unknown datatype"))?;
+    let shape = v
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("tensor '{name}' has no shape"))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("tensor '{name}' has a negative or non-integer dimension"))?;
+    Ok((name, dtype, shape))
+}
+
+/// A JSON tensor with its values in `data`.
+pub(crate) fn json_tensor(v: &Value) -> std::result::Result<Tensor, String> {
+    let (name, dtype, shape) = tensor_head(v)?;
+    let data = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("tensor '{name}' has no data"))?;
+    tensor_from_json(name, dtype, shape, data)
 }
 
 /// A tensor from JSON values of its datatype.

@@ -21,14 +21,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mlops_core::{DataType, Replica, ReplicaSource, Tensor};
+use mlops_core::{Replica, ReplicaSource, Tensor};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
-use crate::grpc::proto::ModelInferRequest;
+use crate::grpc;
 use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crate::grpc::proto::model_infer_request::InferInputTensor;
 
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
@@ -368,29 +367,7 @@ impl Client {
         model_id: &str,
         inputs: &[Tensor],
     ) -> std::result::Result<Vec<Tensor>, Attempt> {
-        let request = ModelInferRequest {
-            model_name: target.replica.model.clone(),
-            model_version: target
-                .replica
-                .version
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            inputs: inputs
-                .iter()
-                .map(|t| InferInputTensor {
-                    name: t.name().to_owned(),
-                    datatype: t.dtype().to_string(),
-                    shape: t
-                        .shape()
-                        .iter()
-                        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                        .collect(),
-                    ..Default::default()
-                })
-                .collect(),
-            raw_input_contents: inputs.iter().map(|t| t.data().clone()).collect(),
-            ..Default::default()
-        };
+        let request = grpc::infer_request(&target.replica.model, target.replica.version, inputs);
         let mut grpc = target.grpc.clone();
         let response = match grpc.model_infer(request).await {
             Ok(r) => r.into_inner(),
@@ -413,7 +390,7 @@ impl Client {
                 return Err(Attempt { error, kind });
             }
         };
-        let malformed = |why: String| Attempt {
+        grpc::response_outputs(response).map_err(|why| Attempt {
             error: Error::Remote {
                 model: model_id.to_owned(),
                 address: target.replica.address.clone(),
@@ -421,33 +398,6 @@ impl Client {
                 message: why,
             },
             kind: Failure::Permanent,
-        };
-        if response.raw_output_contents.len() != response.outputs.len() {
-            return Err(malformed(format!(
-                "{} outputs but {} raw_output_contents",
-                response.outputs.len(),
-                response.raw_output_contents.len()
-            )));
-        }
-        response
-            .outputs
-            .into_iter()
-            .zip(response.raw_output_contents)
-            .map(|(o, data)| {
-                let dtype: DataType = o
-                    .datatype
-                    .parse()
-                    .map_err(|_| malformed(format!("unknown datatype '{}'", o.datatype)))?;
-                let shape = o
-                    .shape
-                    .iter()
-                    .map(|&d| usize::try_from(d))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        malformed(format!("output '{}' has a negative dimension", o.name))
-                    })?;
-                Tensor::new(o.name, dtype, shape, data).map_err(|e| malformed(e.to_string()))
-            })
-            .collect()
+        })
     }
 }

@@ -30,6 +30,64 @@ use proto::model_infer_request::InferInputTensor;
 use proto::model_infer_response::InferOutputTensor;
 use proto::model_metadata_response::TensorMetadata;
 
+/// A `ModelInfer` request for `model` at `version` (its latest when `None`), with the
+/// inputs as raw contents, as clients send them.
+pub fn infer_request(
+    model: &str,
+    version: Option<u64>,
+    inputs: &[Tensor],
+) -> proto::ModelInferRequest {
+    proto::ModelInferRequest {
+        model_name: model.to_owned(),
+        model_version: version.map(|v| v.to_string()).unwrap_or_default(),
+        inputs: inputs
+            .iter()
+            .map(|t| InferInputTensor {
+                name: t.name().to_owned(),
+                datatype: t.dtype().to_string(),
+                shape: t
+                    .shape()
+                    .iter()
+                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_input_contents: inputs.iter().map(|t| t.data().clone()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The output tensors of a `ModelInfer` response with raw contents; `Err` says what is
+/// malformed about it.
+pub fn response_outputs(response: proto::ModelInferResponse) -> Result<Vec<Tensor>, String> {
+    if response.raw_output_contents.len() != response.outputs.len() {
+        return Err(format!(
+            "{} outputs but {} raw_output_contents",
+            response.outputs.len(),
+            response.raw_output_contents.len()
+        ));
+    }
+    response
+        .outputs
+        .into_iter()
+        .zip(response.raw_output_contents)
+        .map(|(o, data)| {
+            let dtype: DataType = o
+                .datatype
+                .parse()
+                .map_err(|_| format!("unknown datatype '{}'", o.datatype))?;
+            let shape = o
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| format!("output '{}' has a negative dimension", o.name))?;
+            Tensor::new(o.name, dtype, shape, data).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// The gRPC front end's state; build it with [`service`].
 #[derive(Clone)]
 pub struct GrpcFrontEnd {
