@@ -276,6 +276,102 @@ def make_cnn():
     write_golden(OUT / "cnn.golden.json", "cnn.onnx", {"image": x}, {"logits": out})
 
 
+def make_vision():
+    """An image classifier at 224x224 that costs real compute (about 1.2 G multiply-adds per
+    image) with few weights (about 120k): the slow model the autoscaling examples profile."""
+    rng = np.random.default_rng(11)
+    w = {
+        "conv1.weight": uniform(rng, (16, 3, 3, 3), 3 * 9),
+        "conv1.bias": uniform(rng, (16,), 3 * 9),
+        "conv2.weight": uniform(rng, (64, 16, 3, 3), 16 * 9),
+        "conv2.bias": uniform(rng, (64,), 16 * 9),
+        "conv3.weight": uniform(rng, (64, 64, 3, 3), 64 * 9),
+        "conv3.bias": uniform(rng, (64,), 64 * 9),
+        "conv4.weight": uniform(rng, (128, 64, 3, 3), 64 * 9),
+        "conv4.bias": uniform(rng, (128,), 64 * 9),
+        "fc.weight": uniform(rng, (10, 128), 128),
+        "fc.bias": uniform(rng, (10,), 128),
+    }
+    same = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    pool = dict(kernel_shape=[2, 2], strides=[2, 2])
+    nodes = [
+        helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], name="conv1", **same),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "conv2.weight", "conv2.bias"], ["c2"], name="conv2", **same),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", **pool),
+        helper.make_node("Conv", ["p2", "conv3.weight", "conv3.bias"], ["c3"], name="conv3", **same),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("MaxPool", ["r3"], ["p3"], name="pool3", **pool),
+        helper.make_node("Conv", ["p3", "conv4.weight", "conv4.bias"], ["c4"], name="conv4", **same),
+        helper.make_node("Relu", ["c4"], ["r4"], name="relu4"),
+        helper.make_node("GlobalAveragePool", ["r4"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 224, 224])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
+    onnx.save_model(onnx_model("vision", nodes, [image], [logits], w), OUT / "vision.onnx")
+
+    # Cross-check the wiring against a numpy evaluation of the same network on one image.
+    x = np.random.default_rng(12).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    out = ort_run(OUT / "vision.onnx", {"image": x})["logits"]
+
+    def conv(h, k, b):
+        n, c, hh, ww = h.shape
+        pad = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        cols = np.stack([pad[:, :, i : i + hh, j : j + ww] for i in range(3) for j in range(3)], axis=2)
+        y = np.einsum("nckhw,ock->nohw", cols, k.reshape(k.shape[0], c, 9), optimize=True)
+        return np.maximum(y + b[None, :, None, None], 0)
+
+    def max_pool(h):
+        n, c, hh, ww = h.shape
+        return h.reshape(n, c, hh // 2, 2, ww // 2, 2).max(axis=(3, 5))
+
+    h = conv(x, w["conv1.weight"], w["conv1.bias"])
+    h = max_pool(conv(h, w["conv2.weight"], w["conv2.bias"]))
+    h = max_pool(conv(h, w["conv3.weight"], w["conv3.bias"]))
+    h = conv(h, w["conv4.weight"], w["conv4.bias"])
+    ref = h.mean(axis=(2, 3)) @ w["fc.weight"].T + w["fc.bias"]
+    assert np.allclose(out, ref, atol=1e-4), np.abs(out - ref).max()
+
+
+def make_bursty_trace():
+    """Ten minutes of bursty inference traffic, one arrival time in seconds per line: a
+    base rate that drifts around 100 req/s, and about one burst every two minutes of 1.4
+    to 2.2 times it (rising over 30 to 60 s, holding 30 to 90 s, falling over 20 to 60
+    s). Rates change every 100 ms; arrivals within each 100 ms are Poisson."""
+    rng = np.random.default_rng(21)
+    duration, dt = 600.0, 0.1
+    steps = int(duration / dt)
+    # The base: a mean-reverting walk in log space around ln(100).
+    log_base = np.empty(steps)
+    level = np.log(100.0)
+    for i in range(steps):
+        level += 0.02 * (np.log(100.0) - level) * dt + 0.03 * np.sqrt(dt) * rng.standard_normal()
+        log_base[i] = level
+    rate = np.exp(log_base)
+    times = np.arange(steps) * dt
+    t = rng.uniform(20.0, 60.0)
+    while t < duration:
+        rise, hold, fall = rng.uniform(30.0, 60.0), rng.uniform(30.0, 90.0), rng.uniform(20.0, 60.0)
+        height = rng.uniform(1.4, 2.2)
+        # A smooth step up, a plateau, a smooth step down (raised cosines).
+        up = np.clip((times - t) / rise, 0.0, 1.0)
+        down = np.clip((times - t - rise - hold) / fall, 0.0, 1.0)
+        shape = 0.5 * (1 - np.cos(np.pi * up)) * 0.5 * (1 + np.cos(np.pi * down))
+        rate *= 1.0 + (height - 1.0) * shape
+        t += rise + hold + fall + rng.exponential(30.0)
+    arrivals = []
+    for i in range(steps):
+        n = rng.poisson(rate[i] * dt)
+        arrivals.extend(np.sort(rng.uniform(i * dt, (i + 1) * dt, n)))
+    (OUT / "traces").mkdir(exist_ok=True)
+    with open(OUT / "traces" / "bursty.txt", "w") as f:
+        f.write("arrival_s\n")
+        f.writelines(f"{a:.6f}\n" for a in arrivals)
+
+
 # --------------------------------------------------------------------------- torch exporter
 
 
@@ -515,6 +611,8 @@ def main():
     mlp_model, x = make_mlp()
     make_mlp_retrained(x)
     make_cnn()
+    make_vision()
+    make_bursty_trace()
     make_torch_tagger()
     make_mlflow_onnx(mlp_model, x)
     make_mlflow_columns()

@@ -1,8 +1,32 @@
-//! Autoscaling for the mlops family.
+//! Autoscaling for the mlops family: policies that turn observations into a replica
+//! count, a deterministic simulator that replays request traces against replicas modelled
+//! on a profile, and GPU packing.
 //!
-//! This crate will hold scaling policies (utilisation as in the Kubernetes HPA,
-//! concurrency as in Knative, and capacity: a ratio of the profiled maximum throughput),
-//! GPU packing, a trace-driven simulator to compare policies, and backends that act on
-//! the decision (local replicas, Kubernetes).
+//! Autoscalers keyed on utilisation fail quietly for inference: a server that tops out at
+//! 60% GPU utilisation never reaches a 70% target, so it never scales. With a profile in
+//! hand (`mlops-profile`'s [`ProfileReport`](mlops_core::ProfileReport): each
+//! configuration's capacity at the latency target) the target is known, and the
+//! [`Capacity`](policy::Capacity) policy scales on a ratio of it.
 //!
-//! Nothing is implemented yet; see the project's issue tracker.
+//! - [`policy`]: the [`Policy`](policy::Policy) trait and the Kubernetes HPA
+//!   ([`Utilization`](policy::Utilization)), Knative's KPA
+//!   ([`Concurrency`](policy::Concurrency)), Ray Serve
+//!   ([`OngoingRequests`](policy::OngoingRequests)) and [`Capacity`](policy::Capacity);
+//! - [`trace`]: request traces from files or generators;
+//! - [`sim`]: the simulator and its report;
+//! - [`compare`]: every policy on one trace, with the hand-tuned sweeps;
+//! - [`packing`]: replicas onto the fewest GPUs under MPS;
+//! - [`chart`]: demand, replicas and latency over time, as SVG.
+
+pub mod chart;
+pub mod compare;
+mod error;
+pub mod packing;
+pub mod policy;
+pub mod sim;
+pub mod trace;
+
+pub use error::{Error, Result};
+pub use policy::{Decision, Observation, Policy, PolicyConfig};
+pub use sim::{ReplicaModel, SimReport, Simulator};
+pub use trace::{Trace, TraceSpec};

@@ -1,0 +1,259 @@
+//! Compares autoscaling policies on a request trace, in simulation: the Kubernetes HPA on
+//! utilisation and Knative's KPA on concurrency (each at its defaults and at its best
+//! hand-tuned target), Ray Serve's rule at its defaults, and the capacity policy built
+//! straight from a profile.
+//!
+//! ```text
+//! cargo run --release --example autoscale -- [--trace FILE] [--profile REPORT.json] [--json OUT] [--out DIR]
+//! ```
+//!
+//! Flags:
+//! - `--trace FILE`: arrival times in seconds, one per line (default
+//!   `testdata/traces/bursty.txt`, ten minutes of bursty traffic);
+//! - `--profile REPORT.json`: an `mlops-profile` report (default
+//!   `testdata/profiles/vision.json`, `testdata/vision.onnx` profiled on a 2-core VM);
+//!   the replicas are modelled on its recommended configuration;
+//! - `--generated`: also run generated diurnal and step traces, sized to the profile;
+//! - `--json OUT`: one object per policy run (`trace`, `policy`, `role`, `slo_attainment`,
+//!   `replica_seconds`, `scale_events`, ...);
+//! - `--out DIR`: where the charts and the table go (default `target/autoscale`);
+//! - `--cold-start S`: seconds from a replica's start to its first request (default 10);
+//! - `--seed N`: the simulation's seed (default 0).
+
+// An example's output is its point.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mlops::core::ProfileReport;
+use mlops::scale::chart::timeline_chart;
+use mlops::scale::compare::{CompareConfig, Comparison, compare};
+use mlops::scale::policy::CapacityConfig;
+use mlops::scale::{ReplicaModel, SimReport, Simulator, Trace, TraceSpec};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    trace: PathBuf,
+    profile: PathBuf,
+    generated: bool,
+    json: Option<PathBuf>,
+    out: PathBuf,
+    cold_start_s: f64,
+    seed: u64,
+}
+
+fn parse() -> Result<Args, BoxError> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut args = Args {
+        trace: root.join("testdata/traces/bursty.txt"),
+        profile: root.join("testdata/profiles/vision.json"),
+        generated: false,
+        json: None,
+        out: root.join("target/autoscale"),
+        cold_start_s: 10.0,
+        seed: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value (try --help)"))
+        };
+        match flag.as_str() {
+            "--trace" => args.trace = value()?.into(),
+            "--profile" => args.profile = value()?.into(),
+            "--generated" => args.generated = true,
+            "--json" => args.json = Some(value()?.into()),
+            "--out" => args.out = value()?.into(),
+            "--cold-start" => {
+                let v = value()?;
+                args.cold_start_s = v
+                    .parse()
+                    .map_err(|_| format!("--cold-start takes seconds, not '{v}'"))?;
+            }
+            "--seed" => {
+                let v = value()?;
+                args.seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed takes a number, not '{v}'"))?;
+            }
+            "--help" | "-h" => {
+                println!(
+                    "usage: autoscale [--trace FILE] [--profile REPORT.json] [--generated] [--json OUT] [--out DIR] [--cold-start S] [--seed N]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown flag {flag} (try --help)").into()),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("autoscale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every comparison; `Ok(false)` when the capacity policy misses a target.
+fn run() -> Result<bool, BoxError> {
+    let args = parse()?;
+    let text = std::fs::read_to_string(&args.profile)
+        .map_err(|e| format!("{}: {e}", args.profile.display()))?;
+    let report = ProfileReport::from_json(&text)?;
+    let capacity = CapacityConfig::from_profile(&report)?
+        .with_startup_time(Duration::from_secs_f64(args.cold_start_s));
+    let replica = ReplicaModel::from_profile(&report)?;
+    println!(
+        "profile: {} on {} ({}), p{} <= {} ms; replicas of {} at {:.1} req/s each",
+        report.model.name,
+        report.host.hostname,
+        report.host.cpu_model,
+        report.percentile,
+        report.latency_target_ms,
+        replica.config_id.as_deref().unwrap_or("?"),
+        capacity.capacity_rps
+    );
+    println!(
+        "replica model: {} slot(s), service {:.1} ms (log-normal sigma {:.2}), queue {}, utilisation {:.0}% when saturated",
+        replica.slots,
+        replica.service_mean_ms,
+        replica.service_sigma,
+        replica.max_queue,
+        replica.utilization_at_saturation * 100.0
+    );
+
+    let mut traces = vec![Trace::from_file(&args.trace)?];
+    if args.generated {
+        // Sized to the profile: the diurnal peak and the step's top need several replicas.
+        let c = capacity.capacity_rps;
+        traces.push(Trace::generate(
+            &TraceSpec::Diurnal {
+                mean_rps: 3.0 * c,
+                amplitude: 0.7,
+                period_s: 600.0,
+                duration_s: 600.0,
+            },
+            args.seed,
+        )?);
+        traces.push(Trace::generate(
+            &TraceSpec::Step {
+                from_rps: 2.5 * c,
+                to_rps: 4.0 * c,
+                at_s: 120.0,
+                duration_s: 600.0,
+            },
+            args.seed,
+        )?);
+    }
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let mut all_met = true;
+    let mut rows = Vec::new();
+    let mut markdown = String::new();
+    for trace in &traces {
+        println!(
+            "\ntrace {}: {} requests over {:.0} s (mean {:.1} req/s, peak {:.1} req/s over 10 s)",
+            trace.name(),
+            trace.len(),
+            trace.duration_s(),
+            trace.mean_rps(),
+            trace.peak_rps(10.0)
+        );
+        // Every run starts from the same steady state: the replicas the first 30 s need at
+        // the profiled capacity, so no policy pays for a cold fleet at time zero.
+        let opening = trace.arrivals().iter().take_while(|t| **t < 30.0).count() as f64 / 30.0;
+        let initial = ((opening / capacity.capacity_rps).ceil() as u32).max(1);
+        let sim = Simulator::builder(replica.clone())
+            .latency_target_ms(report.latency_target_ms)
+            .percentile(report.percentile)
+            .cold_start(Duration::from_secs_f64(args.cold_start_s))
+            .initial_replicas(initial)
+            .seed(args.seed)
+            .build()?;
+        let comparison = compare(&sim, trace, &capacity, &CompareConfig::default())?;
+        let table = comparison.table();
+        println!("{table}");
+        let verdict = verdict(&comparison);
+        println!("{}", verdict.0);
+        all_met &= verdict.1;
+        markdown.push_str(&format!(
+            "## {}\n\n{} requests over {:.0} s\n\n{table}\n{}\n\n",
+            trace.name(),
+            trace.len(),
+            trace.duration_s(),
+            verdict.0
+        ));
+
+        let headline: Vec<&SimReport> = comparison.headline().map(|r| &r.report).collect();
+        let svg = timeline_chart(
+            &format!("{}: demand, replicas and latency", trace.name()),
+            &headline,
+        )?;
+        let path = args.out.join(format!("{}.svg", trace.name()));
+        std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("chart: {}", path.display());
+        for run in &comparison.runs {
+            let r = &run.report;
+            rows.push(serde_json::json!({
+                "trace": r.trace,
+                "policy": r.policy,
+                "role": run.role,
+                "config": run.config,
+                "slo_attainment": r.slo_attainment,
+                "replica_seconds": r.replica_seconds,
+                "scale_events": r.scale_events,
+                "mean_replicas": r.mean_replicas,
+                "peak_replicas": r.peak_replicas,
+                "dropped": r.dropped,
+                "latency_p99_ms": r.latency_ms,
+                "cost": r.cost,
+                "wall_s": r.wall_s,
+            }));
+        }
+    }
+    let table = args.out.join("comparison.md");
+    std::fs::write(&table, markdown).map_err(|e| format!("{}: {e}", table.display()))?;
+    println!("table: {}", table.display());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows)?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("json: {}", path.display());
+    }
+    Ok(all_met)
+}
+
+/// The targets: the capacity policy keeps 99% within the latency target, on at most 75%
+/// of the best hand-tuned HPA's replica-seconds and no more than the best hand-tuned KPA's.
+fn verdict(c: &Comparison) -> (String, bool) {
+    let Some(capacity) = c.capacity() else {
+        return ("no capacity run".to_string(), false);
+    };
+    let attained = capacity.report.slo_attainment >= c.goal;
+    let hpa = c.ratio_to("utilization");
+    let kpa = c.ratio_to("concurrency");
+    let fmt = |r: Option<f64>| match r {
+        Some(r) => format!("{:.0}%", r * 100.0),
+        None => "n/a (no target reached the goal)".to_string(),
+    };
+    let met = attained && hpa.is_none_or(|r| r <= 0.75) && kpa.is_none_or(|r| r <= 1.0);
+    (
+        format!(
+            "capacity: {:.2}% within target ({}); replica-seconds {} of the best HPA's (target <= 75%), {} of the best KPA's (target <= 100%): {}",
+            capacity.report.slo_attainment * 100.0,
+            if attained { "goal met" } else { "goal missed" },
+            fmt(hpa),
+            fmt(kpa),
+            if met { "met" } else { "MISSED" }
+        ),
+        met,
+    )
+}

@@ -1,0 +1,1 @@
+//! GPU packing: placeholder replaced below.
