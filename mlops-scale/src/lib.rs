@@ -16,7 +16,8 @@
 //! - [`sim`]: the simulator and its report;
 //! - [`compare`]: every policy on one trace, with the hand-tuned sweeps;
 //! - [`packing`]: replicas onto the fewest GPUs under MPS;
-//! - [`chart`]: demand, replicas and latency over time, as SVG.
+//! - [`chart`]: demand, replicas and latency over time, as SVG;
+//! - `testkit` (feature `testkit`): the checks every policy passes.
 
 pub mod chart;
 pub mod compare;
@@ -24,6 +25,8 @@ mod error;
 pub mod packing;
 pub mod policy;
 pub mod sim;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod trace;
 
 pub use error::{Error, Result};
