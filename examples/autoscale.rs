@@ -30,7 +30,7 @@ use std::time::Duration;
 use mlops::core::ProfileReport;
 use mlops::scale::chart::timeline_chart;
 use mlops::scale::compare::{CompareConfig, Comparison, compare};
-use mlops::scale::policy::CapacityConfig;
+use mlops::scale::policy::{CapacityConfig, PolicyConfig, UtilizationConfig};
 use mlops::scale::{ReplicaModel, SimReport, Simulator, Trace, TraceSpec};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -220,6 +220,42 @@ fn run() -> Result<bool, BoxError> {
             }));
         }
     }
+    // The classic failure: the same replicas, had their utilisation topped out at 60% (a
+    // GPU server that cannot drive its GPU harder), under the HPA's default 70% target.
+    let trace = &traces[0];
+    let opening = trace.arrivals().iter().take_while(|t| **t < 30.0).count() as f64 / 30.0;
+    let capped = Simulator::builder(replica.clone().with_utilization_at_saturation(0.6))
+        .latency_target_ms(report.latency_target_ms)
+        .percentile(report.percentile)
+        .cold_start(Duration::from_secs_f64(args.cold_start_s))
+        .initial_replicas(((opening / capacity.capacity_rps).ceil() as u32).max(1))
+        .seed(args.seed)
+        .build()?;
+    println!(
+        "
+the same replicas with utilisation topping out at 60%, on {}:",
+        trace.name()
+    );
+    let mut failure = String::from(
+        "## Utilisation that tops out at 60%
+
+",
+    );
+    for policy in [
+        PolicyConfig::Utilization(UtilizationConfig::default()),
+        PolicyConfig::Capacity(capacity.clone()),
+    ] {
+        let mut built = policy.build()?;
+        let sim = match policy {
+            PolicyConfig::Utilization(_) => capped.with_scrape_interval(Duration::from_secs(15)),
+            _ => capped.clone(),
+        };
+        let r = sim.run(trace, &mut built);
+        println!("  {}", r.summary());
+        failure.push_str(&format!("- {}\n", r.summary()));
+    }
+    markdown.push_str(&failure);
+
     let table = args.out.join("comparison.md");
     std::fs::write(&table, markdown).map_err(|e| format!("{}: {e}", table.display()))?;
     println!("table: {}", table.display());

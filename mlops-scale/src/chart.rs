@@ -12,6 +12,8 @@ const FONT: &str = "sans-serif";
 /// The latency panel reaches this multiple of the target, so a collapse shows without
 /// flattening the rest.
 const LATENCY_HEADROOM: f64 = 3.0;
+/// The replicas panel clips runs that peak above this multiple of the median run's peak.
+const CLIP: f64 = 3.0;
 const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
@@ -75,10 +77,18 @@ fn draw(root: &Area<'_>, title: &str, runs: &[&SimReport]) -> Drawn {
         BLACK.stroke_width(2),
     ))?;
 
-    // Replicas.
-    let most = runs
+    // Replicas. A run far above the others (a policy that ran to its maximum) is clipped
+    // at the top, so the rest stay readable.
+    let mut peaks: Vec<f64> = runs
         .iter()
-        .flat_map(|r| r.series.iter().map(|p| p.replicas))
+        .map(|r| r.series.iter().map(|p| p.replicas).fold(1.0, f64::max))
+        .collect();
+    peaks.sort_by(f64::total_cmp);
+    let median = peaks[peaks.len() / 2];
+    let most = peaks
+        .iter()
+        .copied()
+        .filter(|p| *p <= median * CLIP)
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&panels[1])
         .margin(10)
@@ -90,13 +100,20 @@ fn draw(root: &Area<'_>, title: &str, runs: &[&SimReport]) -> Drawn {
         .y_desc("replicas")
         .light_line_style(RGBColor(238, 238, 238))
         .draw()?;
+    let top = most * 1.15;
     for (run, color) in runs.iter().zip(COLORS) {
+        let clipped = run.series.iter().any(|p| p.replicas > top);
+        let label = if clipped {
+            format!("{} (clipped)", run.policy)
+        } else {
+            run.policy.clone()
+        };
         chart
             .draw_series(LineSeries::new(
-                run.series.iter().map(|p| (mid(p.t_s), p.replicas)),
+                run.series.iter().map(|p| (mid(p.t_s), p.replicas.min(top))),
                 color.stroke_width(2),
             ))?
-            .label(run.policy.clone())
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
     }
     chart

@@ -235,7 +235,11 @@ pub fn compare(
                     && kind_of(&r.config) == kind
                     && r.report.slo_attainment >= config.goal
             })
-            .min_by(|(_, a), (_, b)| a.report.replica_seconds.total_cmp(&b.report.replica_seconds))
+            .min_by(|(_, a), (_, b)| {
+                a.report
+                    .replica_seconds
+                    .total_cmp(&b.report.replica_seconds)
+            })
             .map(|(i, _)| i);
         if let Some(i) = best {
             let mut tuned = runs[i].clone();

@@ -120,7 +120,9 @@ impl ModelDemand {
     pub fn from_profile(report: &ProfileReport, demand_rps: f64) -> Result<Self> {
         let mut variants: Vec<Variant> = Vec::new();
         for c in &report.configs {
-            if c.status != ConfigStatus::Measured || !matches!(c.config.device, ComputeDevice::Gpu { .. }) {
+            if c.status != ConfigStatus::Measured
+                || !matches!(c.config.device, ComputeDevice::Gpu { .. })
+            {
                 continue;
             }
             let Some(capacity) = c.capacity_rps.filter(|v| *v > 0.0) else {
@@ -149,7 +151,11 @@ impl ModelDemand {
                 report.model.name
             )));
         }
-        Ok(ModelDemand::new(report.model.name.clone(), demand_rps, variants))
+        Ok(ModelDemand::new(
+            report.model.name.clone(),
+            demand_rps,
+            variants,
+        ))
     }
 }
 
@@ -306,11 +312,16 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
             .sum();
         if served >= demand {
             // Minimal: dropping any one replica falls short.
-            let minimal = counts.iter().zip(variants).all(|(n, v)| {
-                *n == 0 || served - v.capacity_rps < demand
-            });
+            let minimal = counts
+                .iter()
+                .zip(variants)
+                .all(|(n, v)| *n == 0 || served - v.capacity_rps < demand);
             if minimal {
-                let share = counts.iter().zip(variants).map(|(n, v)| n * v.share()).sum();
+                let share = counts
+                    .iter()
+                    .zip(variants)
+                    .map(|(n, v)| n * v.share())
+                    .sum();
                 let memory = counts
                     .iter()
                     .zip(variants)
@@ -329,7 +340,14 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
         }
         counts[i] = 0;
     }
-    walk(0, &mut counts, &limit, &variants, model.demand_rps, &mut found);
+    walk(
+        0,
+        &mut counts,
+        &limit,
+        &variants,
+        model.demand_rps,
+        &mut found,
+    );
     found.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     let truncated = found.len() > keep;
     found.truncate(keep);
@@ -408,12 +426,7 @@ fn order(models: &[ModelDemand], items: &mut [Item]) {
     });
 }
 
-fn place(
-    models: &[ModelDemand],
-    items: &[Item],
-    assignment: &[u32],
-    optimal: bool,
-) -> Placement {
+fn place(models: &[ModelDemand], items: &[Item], assignment: &[u32], optimal: bool) -> Placement {
     let mut replicas: Vec<ReplicaPlacement> = items
         .iter()
         .zip(assignment)

@@ -346,7 +346,8 @@ impl TraceSpec {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f64| Err(Error::Trace(format!("{what} must be positive, not {v}")));
+        let bad =
+            |what: &str, v: f64| Err(Error::Trace(format!("{what} must be positive, not {v}")));
         let d = self.duration_s();
         if !(d.is_finite() && d > 0.0) {
             return bad("duration_s", d);
@@ -376,7 +377,7 @@ impl TraceSpec {
                 first_s,
                 ..
             } => {
-                if !(first_s.is_finite() && first_s >= 0.0) || !(spike_s > 0.0 && spike_s <= every_s) {
+                if !(first_s.is_finite() && first_s >= 0.0 && spike_s > 0.0 && spike_s <= every_s) {
                     return Err(Error::Trace(
                         "spikes need first_s >= 0 and 0 < spike_s <= every_s".to_string(),
                     ));

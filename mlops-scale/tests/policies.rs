@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use mlops_core::ProfileReport;
 use mlops_scale::policy::{
-    Action, Bounds, Capacity, CapacityConfig, Concurrency, ConcurrencyConfig, Metrics,
-    Observation, OngoingRequests, OngoingRequestsConfig, Policy, PolicyConfig, Utilization,
-    UtilizationConfig,
+    Action, Bounds, Capacity, CapacityConfig, Concurrency, ConcurrencyConfig, Metrics, Observation,
+    OngoingRequests, OngoingRequestsConfig, Policy, PolicyConfig, Utilization, UtilizationConfig,
 };
 use mlops_scale::{Error, testkit};
 
@@ -47,8 +46,12 @@ fn with_load(t: f64, ready: u32, desired: u32, rate: f64, in_flight: f64) -> Obs
 }
 
 fn vision_profile() -> ProfileReport {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/profiles/vision.json");
-    ProfileReport::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/profiles/vision.json"
+    );
+    let text = std::fs::read_to_string(path).expect("the bundled profile");
+    ProfileReport::from_json(&text).expect("a valid profile")
 }
 
 #[test]
@@ -125,12 +128,10 @@ fn hpa_counts_missing_and_unready_pods_as_kubernetes_does() {
 
     // Scaling down: 2 reporting at 10% and 2 missing counted at the 50% target:
     // (0.2 + 1.0) / (0.5 × 4) = 0.6 → ceil(0.6 × 4) = 3.
-    let mut hpa = Utilization::new(
-        UtilizationConfig {
-            scale_down_stabilization: Duration::ZERO,
-            ..UtilizationConfig::default().with_target(0.5)
-        },
-    )
+    let mut hpa = Utilization::new(UtilizationConfig {
+        scale_down_stabilization: Duration::ZERO,
+        ..UtilizationConfig::default().with_target(0.5)
+    })
     .unwrap();
     let d = hpa.decide(secs(15.0), &with_utilization(15.0, 4, 0, 4, &[0.1, 0.1]));
     assert_eq!((d.replicas, d.action), (3, Action::Down), "{}", d.reason);
@@ -208,7 +209,10 @@ fn ray_serve_waits_out_its_upscale_and_downscale_delays() {
     // 12 ongoing requests against 2 per replica wants 6, from t = 0.1 s on.
     for step in 1..=400 {
         let t = step as f64 * 0.1;
-        let d = ray.decide(secs(t), &with_load(t.floor(), replicas, replicas, 0.0, 12.0));
+        let d = ray.decide(
+            secs(t),
+            &with_load(t.floor(), replicas, replicas, 0.0, 12.0),
+        );
         if d.replicas != replicas && first_up.is_none() {
             first_up = Some((t, d.replicas));
         }
@@ -216,7 +220,10 @@ fn ray_serve_waits_out_its_upscale_and_downscale_delays() {
     }
     let (t, n) = first_up.unwrap();
     assert_eq!(n, 6);
-    assert!((30.0..30.3).contains(&t), "scaled up at {t} s, not after the 30 s delay");
+    assert!(
+        (30.0..30.3).contains(&t),
+        "scaled up at {t} s, not after the 30 s delay"
+    );
 
     // Down to 2 ongoing: wants 1, applied only after 600 s; the 30 s look-back first has
     // to forget the old samples.
@@ -231,7 +238,7 @@ fn ray_serve_waits_out_its_upscale_and_downscale_delays() {
     }
     let (t, n) = first_down.unwrap();
     assert_eq!(n, 1);
-    assert!(t >= 640.0 && t < 675.0, "scaled down at {t} s");
+    assert!((640.0..675.0).contains(&t), "scaled down at {t} s");
 }
 
 // ---------------------------------------------------------------- capacity
@@ -262,19 +269,29 @@ fn a_profile_without_a_configuration_that_meets_the_target_is_refused() {
     }
     let err = CapacityConfig::from_profile(&report).unwrap_err();
     assert!(matches!(err, Error::Profile(_)), "{err}");
-    assert!(err.to_string().contains("no configuration meets the target"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no configuration meets the target"),
+        "{err}"
+    );
 
     report.recommendation = None;
     let err = CapacityConfig::from_profile(&report).unwrap_err();
-    assert!(err.to_string().contains("recommends no configuration"), "{err}");
+    assert!(
+        err.to_string().contains("recommends no configuration"),
+        "{err}"
+    );
 
     let err = CapacityConfig::from_profile_config(&vision_profile(), "gpu9-none").unwrap_err();
-    assert!(err.to_string().contains("no configuration 'gpu9-none'"), "{err}");
+    assert!(
+        err.to_string().contains("no configuration 'gpu9-none'"),
+        "{err}"
+    );
 }
 
 fn capacity(per_replica: f64) -> Capacity {
     // capacity × ratio = per_replica.
-    Capacity::new(CapacityConfig::new(per_replica / 0.85, 100.0)).unwrap()
+    Capacity::new(CapacityConfig::new(per_replica / 0.85, 100.0)).expect("valid settings")
 }
 
 #[test]
@@ -315,9 +332,9 @@ fn capacity_scales_down_only_to_the_most_wanted_over_its_window() {
 #[test]
 fn capacity_guard_adds_replicas_near_the_latency_target_unless_some_are_starting() {
     let mut policy = capacity(50.0);
-    // The rate says 4 are enough, but p99 is 95 ms against 100: add 25% (at least one).
+    // The rate says 4 are enough, but p99 is 96 ms against 100: add 25% (at least one).
     let mut o = with_load(2.0, 4, 4, 150.0, 0.0);
-    o.metrics.as_mut().unwrap().latency_ms = Some(95.0);
+    o.metrics.as_mut().unwrap().latency_ms = Some(96.0);
     let d = policy.decide(secs(2.0), &o);
     assert_eq!(d.replicas, 5, "{}", d.reason);
     assert!(d.reason.contains("near the 100 ms target"), "{}", d.reason);
@@ -329,7 +346,7 @@ fn capacity_guard_adds_replicas_near_the_latency_target_unless_some_are_starting
     policy.decide(secs(0.0), &with_load(0.0, 4, 4, 300.0, 0.0));
     let mut o = with_load(2.0, 4, 6, 150.0, 0.0);
     o.starting = 2;
-    o.metrics.as_mut().unwrap().latency_ms = Some(95.0);
+    o.metrics.as_mut().unwrap().latency_ms = Some(96.0);
     let d = policy.decide(secs(2.0), &o);
     assert_eq!(d.replicas, 6, "{}", d.reason);
     assert!(d.reason.contains("already starting"), "{}", d.reason);
@@ -350,7 +367,9 @@ fn capacity_projects_a_significant_rise_over_the_start_up_time() {
         a = rising
             .decide(secs(t), &with_load(t, 2, 2, 200.0 + 10.0 * t, 0.0))
             .replicas;
-        b = flat.decide(secs(t), &with_load(t, 4, 4, 400.0, 0.0)).replicas;
+        b = flat
+            .decide(secs(t), &with_load(t, 4, 4, 400.0, 0.0))
+            .replicas;
     }
     // At t = 20 both see about 400 req/s, but the rising one projects 12 s ahead
     // (start-up 10 s + period 2 s): 400 + 120 less the window's lag, above 5 replicas.
@@ -387,7 +406,10 @@ fn bounds_clamp_and_say_so() {
 #[test]
 fn policies_are_data_with_a_kind_tag_and_the_anchors_defaults() {
     let config: PolicyConfig = serde_json::from_str(r#"{"kind": "utilization"}"#).unwrap();
-    assert_eq!(config, PolicyConfig::Utilization(UtilizationConfig::default()));
+    assert_eq!(
+        config,
+        PolicyConfig::Utilization(UtilizationConfig::default())
+    );
     let PolicyConfig::Utilization(hpa) = &config else {
         unreachable!()
     };
@@ -396,21 +418,29 @@ fn policies_are_data_with_a_kind_tag_and_the_anchors_defaults() {
     assert_eq!(hpa.sync_period, secs(15.0));
 
     let config: PolicyConfig =
-        serde_json::from_str(r#"{"kind": "concurrency", "target": 4, "max_replicas": 9}"#)
-            .unwrap();
+        serde_json::from_str(r#"{"kind": "concurrency", "target": 4, "max_replicas": 9}"#).unwrap();
     let PolicyConfig::Concurrency(kpa) = &config else {
         unreachable!()
     };
     assert_eq!((kpa.target, kpa.target_utilization), (4.0, 0.7));
     assert_eq!(kpa.stable_window, secs(60.0));
-    assert_eq!(kpa.bounds, Bounds { min_replicas: 1, max_replicas: 9 });
+    assert_eq!(
+        kpa.bounds,
+        Bounds {
+            min_replicas: 1,
+            max_replicas: 9
+        }
+    );
 
     let config: PolicyConfig = serde_json::from_str(r#"{"kind": "ongoing_requests"}"#).unwrap();
     let PolicyConfig::OngoingRequests(ray) = &config else {
         unreachable!()
     };
     assert_eq!(ray.target_ongoing_requests, 2.0);
-    assert_eq!((ray.upscale_delay, ray.downscale_delay), (secs(30.0), secs(600.0)));
+    assert_eq!(
+        (ray.upscale_delay, ray.downscale_delay),
+        (secs(30.0), secs(600.0))
+    );
 
     // Round trip.
     for config in [
@@ -476,10 +506,9 @@ fn min_replicas_zero_is_allowed_only_when_asked_for() {
     let d = policy.decide(secs(100.0), &with_load(100.0, 1, 1, 0.0, 0.0));
     assert_eq!(d.replicas, 1, "{}", d.reason);
     // Asked for: zero.
-    let mut policy = Capacity::new(
-        CapacityConfig::new(50.0, 100.0).with_bounds(Bounds::new(0, 10).unwrap()),
-    )
-    .unwrap();
+    let mut policy =
+        Capacity::new(CapacityConfig::new(50.0, 100.0).with_bounds(Bounds::new(0, 10).unwrap()))
+            .unwrap();
     let d = policy.decide(secs(100.0), &with_load(100.0, 1, 1, 0.0, 0.0));
     assert_eq!(d.replicas, 0, "{}", d.reason);
 }

@@ -28,10 +28,16 @@ pub struct CapacityConfig {
     /// burstier than the profile's evenly spaced ones.
     pub target_ratio: f64,
     /// The guard: when the observed latency reaches this share of the target (default
-    /// 0.9) and no replica is starting, add replicas whatever the rate says.
+    /// 0.95) and no replica is starting, add replicas whatever the rate says.
     pub latency_guard: f64,
     /// How many the guard adds, as a share of the ready replicas (default 0.25, at least 1).
     pub guard_step: f64,
+    /// The guard fires only when every scrape over this window was near the target
+    /// (default 0 s: the latest scrape alone; a longer window waits for a trend and
+    /// reacts later to a burst).
+    #[serde(with = "secs")]
+    pub guard_window: Duration,
+
     /// How long a new replica takes to serve its first request (default 30 s): the
     /// horizon over which a rising rate is projected, since replicas asked for now help
     /// only after it.
@@ -70,8 +76,9 @@ impl Default for CapacityConfig {
             concurrency_at_capacity: None,
             latency_target_ms: 0.0,
             target_ratio: 0.85,
-            latency_guard: 0.9,
+            latency_guard: 0.95,
             guard_step: 0.25,
+            guard_window: Duration::ZERO,
             startup_time: Duration::from_secs(30),
             rate_window: Duration::from_secs(5),
             trend_window: Duration::from_secs(20),
@@ -183,6 +190,7 @@ impl CapacityConfig {
         }
         positive("latency_guard", self.latency_guard)?;
         positive("guard_step", self.guard_step)?;
+
         nonzero("drain_time", self.drain_time)?;
         nonzero("period", self.period)?;
         self.bounds.validate()
@@ -199,6 +207,9 @@ pub struct Capacity {
     /// Observed rates, one per scrape.
     rates: Window<f64>,
     last_metrics: Option<Duration>,
+    /// Observed latencies, one per scrape.
+    latencies: Window<f64>,
+    last_latency: Option<Duration>,
 }
 
 impl Capacity {
@@ -210,6 +221,8 @@ impl Capacity {
             recommendations: Window::default(),
             rates: Window::default(),
             last_metrics: None,
+            latencies: Window::default(),
+            last_latency: None,
         })
     }
 
@@ -225,6 +238,21 @@ impl Capacity {
 }
 
 impl Capacity {
+    /// Whether every latency scraped over the guard window, this one included, reached
+    /// `near`.
+    fn latency_near(&mut self, at: Duration, latency: f64, near: f64) -> bool {
+        if self.last_latency != Some(at) {
+            self.latencies.push(at, latency);
+            self.last_latency = Some(at);
+        }
+        self.latencies.trim(at, self.config.guard_window);
+        let (n, all) = self
+            .latencies
+            .since(at, self.config.guard_window)
+            .fold((0, true), |(n, all), l| (n + 1, all && l >= near));
+        n >= 1 && all
+    }
+
     /// The rate's level (its mean over the rate window) and where a rising trend takes it
     /// by the time a replica asked for now is ready.
     fn forecast(&mut self, at: Duration, rate: f64) -> (f64, f64) {
@@ -338,8 +366,9 @@ impl Policy for Capacity {
             }
         };
         let current = observation.desired;
+        let near = c.latency_guard * c.latency_target_ms;
         if let Some(latency) = metrics.latency_ms
-            && latency >= c.latency_guard * c.latency_target_ms
+            && self.latency_near(metrics.at, latency, near)
         {
             if observation.starting == 0 {
                 let step = ((observation.ready as f64 * c.guard_step).ceil() as u32).max(1);

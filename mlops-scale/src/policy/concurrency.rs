@@ -79,7 +79,10 @@ impl ConcurrencyConfig {
         nonzero("tick", self.tick)?;
         positive("panic_window_percentage", self.panic_window_percentage)?;
         if self.panic_window_percentage > 1.0 {
-            return Err(Error::config("panic_window_percentage", "must be at most 1"));
+            return Err(Error::config(
+                "panic_window_percentage",
+                "must be at most 1",
+            ));
         }
         positive("panic_threshold", self.panic_threshold)?;
         if self.max_scale_up_rate < 1.0 || !self.max_scale_up_rate.is_finite() {

@@ -123,7 +123,12 @@ impl Decision {
     }
 
     /// Asks for `wanted`, clamped to `bounds`.
-    pub(crate) fn to(observation: &Observation, bounds: Bounds, wanted: u32, reason: String) -> Self {
+    pub(crate) fn to(
+        observation: &Observation,
+        bounds: Bounds,
+        wanted: u32,
+        reason: String,
+    ) -> Self {
         let replicas = bounds.clamp(wanted);
         let mut reason = reason;
         if replicas != wanted {
@@ -299,7 +304,10 @@ pub(crate) fn positive(what: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(Error::config(what, format!("must be a positive number, not {value}")))
+        Err(Error::config(
+            what,
+            format!("must be a positive number, not {value}"),
+        ))
     }
 }
 

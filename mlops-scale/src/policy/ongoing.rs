@@ -95,7 +95,10 @@ impl OngoingRequests {
 
 impl Policy for OngoingRequests {
     fn name(&self) -> String {
-        format!("ongoing requests {}", trim(self.config.target_ongoing_requests))
+        format!(
+            "ongoing requests {}",
+            trim(self.config.target_ongoing_requests)
+        )
     }
 
     fn period(&self) -> Duration {
@@ -132,7 +135,9 @@ impl Policy for OngoingRequests {
             .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
         let ongoing = if n == 0 { 0.0 } else { sum / n as f64 };
         let current = observation.desired;
-        let raw = c.bounds.clamp((ongoing / c.target_ongoing_requests).ceil() as u32);
+        let raw = c
+            .bounds
+            .clamp((ongoing / c.target_ongoing_requests).ceil() as u32);
         let summary = format!(
             "{ongoing:.1} ongoing requests over {:.0} s against {} per replica",
             c.look_back_period.as_secs_f64(),
@@ -150,7 +155,11 @@ impl Policy for OngoingRequests {
                 now
             }
         };
-        let delay = if up { c.upscale_delay } else { c.downscale_delay };
+        let delay = if up {
+            c.upscale_delay
+        } else {
+            c.downscale_delay
+        };
         let held = now.saturating_sub(since);
         if held >= delay {
             self.wanted_since = None;

@@ -229,34 +229,57 @@ struct Replica {
     slots: BinaryHeap<Reverse<Ordered>>,
     /// Start times of requests still waiting (non-decreasing).
     waiting: VecDeque<f64>,
-    /// Finish times of requests not yet finished.
-    finishing: BinaryHeap<Reverse<Ordered>>,
+    /// (finish, start) of requests not yet finished, earliest finish first.
+    finishing: BinaryHeap<Reverse<(Ordered, Ordered)>>,
     /// The last finish time of anything assigned.
     busy_until: f64,
-    /// Busy-slot share summed over samples in the scrape window, and the sample count.
-    busy: f64,
-    busy_samples: u32,
+    /// Service time of everything assigned, in slot-seconds.
+    assigned: f64,
+    /// Slot-seconds served up to the last scrape.
+    served_at_scrape: f64,
+    /// Since when it has been ready (infinite while starting).
+    ready_since: f64,
 }
 
 impl Replica {
     fn new(state: State, now: f64, slots: u32, free_at: f64) -> Self {
         Replica {
-            state,
             added_at: now,
             slots: (0..slots).map(|_| Reverse(Ordered(free_at))).collect(),
             waiting: VecDeque::new(),
             finishing: BinaryHeap::new(),
             busy_until: now,
-            busy: 0.0,
-            busy_samples: 0,
+            assigned: 0.0,
+            served_at_scrape: 0.0,
+            ready_since: if matches!(state, State::Ready) {
+                now
+            } else {
+                f64::INFINITY
+            },
+            state,
         }
+    }
+
+    /// Slot-seconds served up to `now`: all assigned service less what is still to come.
+    fn served(&self, now: f64) -> f64 {
+        let future: f64 = self
+            .finishing
+            .iter()
+            .map(|Reverse((f, s))| f.0 - s.0.max(now))
+            .filter(|v| *v > 0.0)
+            .sum();
+        self.assigned - future
     }
 
     fn advance(&mut self, now: f64) {
         while self.waiting.front().is_some_and(|&s| s <= now) {
             self.waiting.pop_front();
         }
-        while self.finishing.peek().is_some_and(|Reverse(f)| f.0 <= now) {
+        while self
+            .finishing
+            .peek()
+            .is_some_and(|Reverse((f, _))| f.0 <= now)
+        {
             self.finishing.pop();
         }
     }
@@ -448,7 +471,12 @@ impl Simulator {
                 run.arrive(next_arrival);
             }
         }
-        run.finish(trace, policy.name(), duration, started.elapsed().as_secs_f64())
+        run.finish(
+            trace,
+            policy.name(),
+            duration,
+            started.elapsed().as_secs_f64(),
+        )
     }
 }
 
@@ -466,6 +494,7 @@ impl Run<'_> {
             if let State::Starting { ready_at } = r.state {
                 if ready_at <= now {
                     r.state = State::Ready;
+                    r.ready_since = ready_at;
                 } else {
                     self.next_ready = self.next_ready.min(ready_at);
                 }
@@ -511,11 +540,13 @@ impl Run<'_> {
                 let (a, b) = (ready[a], ready[b]);
                 self.replicas[a].advance(t);
                 self.replicas[b].advance(t);
-                Some(if self.replicas[b].in_flight() < self.replicas[a].in_flight() {
-                    b
-                } else {
-                    a
-                })
+                Some(
+                    if self.replicas[b].in_flight() < self.replicas[a].in_flight() {
+                        b
+                    } else {
+                        a
+                    },
+                )
             }
         };
         let Some(i) = chosen else {
@@ -539,8 +570,9 @@ impl Run<'_> {
         if start > t {
             r.waiting.push_back(start);
         }
-        r.finishing.push(Reverse(Ordered(finish)));
+        r.finishing.push(Reverse((Ordered(finish), Ordered(start))));
         r.busy_until = r.busy_until.max(finish);
+        r.assigned += service;
 
         let latency = finish - t;
         let us = micros(latency);
@@ -564,7 +596,6 @@ impl Run<'_> {
     }
 
     fn sample(&mut self, now: f64, dt: f64) {
-        let slots = self.sim.replica.slots as f64;
         let mut in_flight = 0usize;
         let mut queued = 0usize;
         let mut ready = 0u32;
@@ -578,9 +609,6 @@ impl Run<'_> {
                 State::Ready => {
                     ready += 1;
                     provisioned += 1;
-                    let serving = (r.in_flight() - r.waiting.len()) as f64;
-                    r.busy += (serving / slots).min(1.0);
-                    r.busy_samples += 1;
                     true
                 }
                 State::Starting { .. } => {
@@ -614,22 +642,27 @@ impl Run<'_> {
     fn scrape(&mut self, now: f64, window: f64) {
         let index = ((now / window).round() as u64).saturating_sub(1);
         let latency = self.latency_by_scrape.remove(&index).and_then(|h| {
-            (h.len() > 0).then(|| {
+            (!h.is_empty()).then(|| {
                 h.value_at_quantile(self.sim.config.percentile as f64 / 100.0) as f64 / 1000.0
             })
         });
         // Histograms of windows already past (rounding at the edges) are dropped.
         self.latency_by_scrape.retain(|k, _| *k > index);
         let ceiling = self.sim.replica.utilization_at_saturation;
+        let slots = self.sim.replica.slots as f64;
         let mut utilization = Vec::new();
         let mut queue = 0usize;
         for r in &mut self.replicas {
+            r.advance(now);
             queue += r.waiting.len();
-            if matches!(r.state, State::Ready) && r.busy_samples > 0 {
-                utilization.push(r.busy / r.busy_samples as f64 * ceiling);
+            let served = r.served(now);
+            let busy = served - r.served_at_scrape;
+            r.served_at_scrape = served;
+            // The busy share of its slots over the part of the window it was ready.
+            let span = now - (now - window).max(r.ready_since);
+            if matches!(r.state, State::Ready) && span > 0.0 {
+                utilization.push((busy / (slots * span)).clamp(0.0, 1.0) * ceiling);
             }
-            r.busy = 0.0;
-            r.busy_samples = 0;
         }
         let in_flight = if self.in_flight_samples > 0 {
             self.in_flight_sum / self.in_flight_samples as f64
@@ -753,7 +786,7 @@ impl Run<'_> {
         let requests = self.answered + self.dropped;
         let q = c.percentile as f64 / 100.0;
         let ms = |h: &Histogram<u64>, q: f64| {
-            if h.len() == 0 {
+            if h.is_empty() {
                 0.0
             } else {
                 h.value_at_quantile(q) as f64 / 1000.0
