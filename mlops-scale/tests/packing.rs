@@ -23,7 +23,10 @@ fn check(models: &[ModelDemand], gpu: &GpuSpec, placement: &Placement) {
         let share: f64 = on.iter().map(|r| r.fraction).sum();
         let memory: u64 = on.iter().map(|r| r.memory_bytes).sum();
         assert!(share <= 1.0 + 1e-9, "GPU {g} over 100%: {placement:?}");
-        assert!(memory <= gpu.memory_bytes, "GPU {g} over memory: {placement:?}");
+        assert!(
+            memory <= gpu.memory_bytes,
+            "GPU {g} over memory: {placement:?}"
+        );
         assert!(!on.is_empty(), "GPU {g} empty: {placement:?}");
     }
 }
@@ -109,7 +112,10 @@ fn replicas_of_several_models_share_gpus_to_the_known_optimum() {
     let best = pack(&models, &gpu).unwrap();
     check(&models, &gpu, &best);
     assert_eq!(best.gpus, 4);
-    assert!(best.shares().iter().all(|s| (s - 1.0).abs() < 1e-9), "{best:?}");
+    assert!(
+        best.shares().iter().all(|s| (s - 1.0).abs() < 1e-9),
+        "{best:?}"
+    );
 }
 
 #[test]
@@ -118,7 +124,10 @@ fn mps_settings_follow_each_replica() {
     let models = vec![ModelDemand::new(
         "m",
         70.0,
-        vec![Variant::new(0.5, 50.0, 3 * GB), Variant::new(0.25, 30.0, GB + 1)],
+        vec![
+            Variant::new(0.5, 50.0, 3 * GB),
+            Variant::new(0.25, 30.0, GB + 1),
+        ],
     )];
     let best = pack(&models, &gpu).unwrap();
     let mut settings: Vec<(u32, String, String)> = best
@@ -154,12 +163,22 @@ fn impossible_demands_are_clear_errors() {
         vec![Variant::new(1.0, 100.0, 40 * GB)],
     )];
     let err = pack(&too_big, &gpu).unwrap_err();
-    assert!(matches!(err, Error::Packing(_)) && err.to_string().contains("fits"), "{err}");
+    assert!(
+        matches!(err, Error::Packing(_)) && err.to_string().contains("fits"),
+        "{err}"
+    );
 
     let limited = GpuSpec::new(80 * GB).with_max_gpus(1);
-    let two = vec![ModelDemand::new("m", 180.0, vec![Variant::new(1.0, 100.0, GB)])];
+    let two = vec![ModelDemand::new(
+        "m",
+        180.0,
+        vec![Variant::new(1.0, 100.0, GB)],
+    )];
     let err = pack(&two, &limited).unwrap_err();
-    assert!(err.to_string().contains("needs 2 GPUs; 1 are available"), "{err}");
+    assert!(
+        err.to_string().contains("needs 2 GPUs; 1 are available"),
+        "{err}"
+    );
 
     for bad in [
         ModelDemand::new("neg", -1.0, vec![Variant::new(1.0, 10.0, GB)]),
@@ -170,7 +189,11 @@ fn impossible_demands_are_clear_errors() {
         assert!(pack(&[bad.clone()], &gpu).is_err(), "{bad:?}");
     }
     // No demand: no GPU.
-    let idle = vec![ModelDemand::new("idle", 0.0, vec![Variant::new(1.0, 10.0, GB)])];
+    let idle = vec![ModelDemand::new(
+        "idle",
+        0.0,
+        vec![Variant::new(1.0, 10.0, GB)],
+    )];
     assert_eq!(pack(&idle, &gpu).unwrap().gpus, 0);
 }
 
@@ -178,7 +201,10 @@ fn impossible_demands_are_clear_errors() {
 fn variants_come_from_a_profiles_gpu_configurations() {
     // The bundled profile is CPU only; turn two of its configurations into GPU ones at
     // a whole GPU and at half of one.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/profiles/vision.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/profiles/vision.json"
+    );
     let mut report = ProfileReport::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
     let err = ModelDemand::from_profile(&report, 100.0).unwrap_err();
     assert!(err.to_string().contains("no GPU configuration"), "{err}");
@@ -200,7 +226,10 @@ fn variants_come_from_a_profiles_gpu_configurations() {
     assert_eq!(model.name, "vision");
     assert_eq!(model.variants.len(), 2);
     let whole = model.variants.iter().find(|v| v.fraction == 1.0).unwrap();
-    assert_eq!(whole.capacity_rps, report.configs[measured[0]].capacity_rps.unwrap());
+    assert_eq!(
+        whole.capacity_rps,
+        report.configs[measured[0]].capacity_rps.unwrap()
+    );
     assert_eq!(whole.memory_bytes, 2 * GB);
 }
 
@@ -273,7 +302,10 @@ fn brute_force(models: &[ModelDemand], gpu: &GpuSpec) -> u32 {
             .flat_map(|(m, &c)| {
                 per_model[m][c].iter().map(move |&v| {
                     let variant = &models[m].variants[v];
-                    ((variant.fraction * 100.0).round() as u32, variant.memory_bytes)
+                    (
+                        (variant.fraction * 100.0).round() as u32,
+                        variant.memory_bytes,
+                    )
                 })
             })
             .collect();

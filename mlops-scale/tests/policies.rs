@@ -300,11 +300,12 @@ fn capacity_sizes_for_the_demand() {
     // 420 req/s at 50 per replica: 9.
     let d = policy.decide(secs(2.0), &with_load(2.0, 2, 2, 420.0, 0.0));
     assert_eq!((d.replicas, d.action), (9, Action::Up), "{}", d.reason);
-    // A queue of 500 is drained within 5 s: +100 req/s, 11.
+    // A queue of 3,500 is drained over the 30 s start-up and the 5 s drain time:
+    // +100 req/s on the 5-s mean rate of 420: 11.
     let mut o = with_load(4.0, 9, 9, 420.0, 0.0);
-    o.metrics.as_mut().unwrap().queue_depth = Some(500.0);
+    o.metrics.as_mut().unwrap().queue_depth = Some(3500.0);
     let d = policy.decide(secs(4.0), &o);
-    assert!(d.replicas >= 11, "{}", d.reason);
+    assert_eq!(d.replicas, 11, "{}", d.reason);
 }
 
 #[test]
@@ -332,12 +333,24 @@ fn capacity_scales_down_only_to_the_most_wanted_over_its_window() {
 #[test]
 fn capacity_guard_adds_replicas_near_the_latency_target_unless_some_are_starting() {
     let mut policy = capacity(50.0);
-    // The rate says 4 are enough, but p99 is 96 ms against 100: add 25% (at least one).
+    // The rate says 4 are enough, but p99 is 96 ms against 100 with requests queued:
+    // add 25% (at least one).
     let mut o = with_load(2.0, 4, 4, 150.0, 0.0);
-    o.metrics.as_mut().unwrap().latency_ms = Some(96.0);
+    let m = o.metrics.as_mut().unwrap();
+    m.latency_ms = Some(96.0);
+    m.queue_depth = Some(3.0);
     let d = policy.decide(secs(2.0), &o);
     assert_eq!(d.replicas, 5, "{}", d.reason);
     assert!(d.reason.contains("near the 100 ms target"), "{}", d.reason);
+
+    // The same latency with nothing queued is a backlog already drained: no guard, and
+    // the rate's 3 replicas.
+    let mut policy = capacity(50.0);
+    let mut o = with_load(2.0, 4, 4, 150.0, 0.0);
+    o.metrics.as_mut().unwrap().latency_ms = Some(96.0);
+    let d = policy.decide(secs(2.0), &o);
+    assert_eq!(d.replicas, 3, "{}", d.reason);
+    assert!(!d.reason.contains("near"), "{}", d.reason);
 
     // With replicas already starting it counts them as coming and asks for no more: 6
     // were asked for at 300 req/s; the rate falls to 150 and latency nears the target
@@ -346,10 +359,71 @@ fn capacity_guard_adds_replicas_near_the_latency_target_unless_some_are_starting
     policy.decide(secs(0.0), &with_load(0.0, 4, 4, 300.0, 0.0));
     let mut o = with_load(2.0, 4, 6, 150.0, 0.0);
     o.starting = 2;
-    o.metrics.as_mut().unwrap().latency_ms = Some(96.0);
+    let m = o.metrics.as_mut().unwrap();
+    m.latency_ms = Some(96.0);
+    m.queue_depth = Some(3.0);
     let d = policy.decide(secs(2.0), &o);
     assert_eq!(d.replicas, 6, "{}", d.reason);
     assert!(d.reason.contains("already starting"), "{}", d.reason);
+}
+
+#[test]
+fn a_severe_miss_soon_after_a_scale_down_lengthens_the_window() {
+    let config = CapacityConfig {
+        rate_window: Duration::from_millis(1),
+        startup_time: secs(10.0),
+        ..CapacityConfig::new(50.0 / 0.85, 100.0)
+    };
+    let mut policy = Capacity::new(config).unwrap();
+    let mut replicas = 2;
+    let mut run = |policy: &mut Capacity, t: f64, rate: f64, latency: f64, queue: f64| {
+        let mut o = with_load(t, replicas, replicas, rate, 0.0);
+        let m = o.metrics.as_mut().unwrap();
+        m.latency_ms = Some(latency);
+        m.queue_depth = Some(queue);
+        let d = policy.decide(secs(t), &o);
+        replicas = d.replicas;
+        d
+    };
+    let mut last = 0;
+    // A spike wants 8 at t = 0..10; it is gone by 12; 30 s later the window lets go.
+    for t in (0..=10).step_by(2) {
+        last = run(&mut policy, t as f64, 400.0, 20.0, 0.0).replicas;
+    }
+    assert_eq!(last, 8);
+    let mut down_at = None;
+    for t in (12..=60).step_by(2) {
+        let d = run(&mut policy, t as f64, 100.0, 20.0, 0.0);
+        if d.replicas == 2 && down_at.is_none() {
+            down_at = Some(t);
+        }
+    }
+    assert_eq!(
+        down_at,
+        Some(42),
+        "held for the 30 s window after the last ask at 10 s"
+    );
+    // It comes back at 90 s: a severe miss (250 ms against 100, 400 queued). The
+    // replicas removed at 42 s were last wanted at 10 s: the window becomes 80 s plus the
+    // 10 s start-up and the 2 s period.
+    let d = run(&mut policy, 90.0, 400.0, 250.0, 400.0);
+    assert!(
+        d.reason.contains("holding replicas for 92 s"),
+        "{}",
+        d.reason
+    );
+    for t in (92..=100).step_by(2) {
+        run(&mut policy, t as f64, 400.0, 20.0, 0.0);
+    }
+    // The next quiet spell keeps the replicas for 92 s after the last ask (100 s).
+    let mut down_at = None;
+    for t in (102..=200).step_by(2) {
+        let d = run(&mut policy, t as f64, 100.0, 20.0, 0.0);
+        if d.replicas < 8 && down_at.is_none() {
+            down_at = Some(t);
+        }
+    }
+    assert_eq!(down_at, Some(194));
 }
 
 #[test]

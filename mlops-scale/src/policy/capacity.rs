@@ -52,12 +52,24 @@ pub struct CapacityConfig {
     /// A trend is projected only when its slope stands this many standard errors above
     /// zero (default 3): noise in the rate is not a rise.
     pub trend_significance: f64,
-    /// A queue is to be drained within this time, on top of the arriving rate (default 5 s).
+    /// A queue is to be drained within this time after the start-up, on top of the
+    /// arriving rate (default 5 s).
     #[serde(with = "secs")]
     pub drain_time: Duration,
-    /// Scale-down stabilisation: the most wanted over this window (default 30 s).
+    /// Scale-down stabilisation: the most wanted over this window (default 30 s)…
     #[serde(with = "secs")]
     pub scale_down_window: Duration,
+    /// …lengthened up to this (default 300 s, the HPA's) when the target is missed after
+    /// a scale-down: the window then covers the time from that scale-down to the miss, so
+    /// demand that returns faster than replicas start finds them still there. It falls
+    /// back to `scale_down_window` after this long without such a miss. Equal to
+    /// `scale_down_window`, the window is fixed.
+    #[serde(with = "secs")]
+    pub max_scale_down_window: Duration,
+    /// What counts as a miss for lengthening the window: the latency at this multiple
+    /// of the target with requests queued (default 2). A lesser miss is noise the
+    /// reactive path absorbs.
+    pub severe_miss: f64,
     /// How often it decides (default 2 s).
     #[serde(with = "secs")]
     pub period: Duration,
@@ -85,6 +97,8 @@ impl Default for CapacityConfig {
             trend_significance: 3.0,
             drain_time: Duration::from_secs(5),
             scale_down_window: Duration::from_secs(30),
+            max_scale_down_window: Duration::from_secs(300),
+            severe_miss: 2.0,
             period: Duration::from_secs(2),
             max_metric_age: Duration::from_secs(10),
             bounds: Bounds::default(),
@@ -193,6 +207,13 @@ impl CapacityConfig {
 
         nonzero("drain_time", self.drain_time)?;
         nonzero("period", self.period)?;
+        positive("severe_miss", self.severe_miss)?;
+        if self.max_scale_down_window < self.scale_down_window {
+            return Err(Error::config(
+                "max_scale_down_window",
+                "must be at least scale_down_window",
+            ));
+        }
         self.bounds.validate()
     }
 }
@@ -210,6 +231,11 @@ pub struct Capacity {
     /// Observed latencies, one per scrape.
     latencies: Window<f64>,
     last_latency: Option<Duration>,
+    /// The scale-down window in force, and when it was last lengthened.
+    down_window: Duration,
+    lengthened_at: Option<Duration>,
+    /// When it last scaled down, and when the replicas it removed were last wanted.
+    last_down: Option<(Duration, Duration)>,
 }
 
 impl Capacity {
@@ -217,12 +243,15 @@ impl Capacity {
     pub fn new(config: CapacityConfig) -> Result<Self> {
         config.validate()?;
         Ok(Capacity {
-            config,
             recommendations: Window::default(),
             rates: Window::default(),
             last_metrics: None,
             latencies: Window::default(),
             last_latency: None,
+            down_window: config.scale_down_window,
+            lengthened_at: None,
+            last_down: None,
+            config,
         })
     }
 
@@ -325,7 +354,10 @@ impl Policy for Capacity {
         let (mut raw, mut reason) = match (metrics.request_rate_rps, metrics.in_flight) {
             (Some(rate), _) => {
                 let (level, projected) = self.forecast(metrics.at, rate.max(0.0));
-                let demand = projected + queue / c.drain_time.as_secs_f64();
+                // Replicas asked for now serve only after the start-up, so the queue is
+                // drained over the start-up and the drain time together.
+                let drain = (c.startup_time + c.drain_time).as_secs_f64();
+                let demand = projected + queue / drain;
                 let mut reason = format!(
                     "demand {demand:.1} req/s ({level:.1} arriving, {queue:.0} queued) against {per_replica:.1} per replica"
                 );
@@ -366,9 +398,12 @@ impl Policy for Capacity {
             }
         };
         let current = observation.desired;
+        // The guard needs a queue as well: latency from a backlog already drained says
+        // nothing about the replicas needed now.
         let near = c.latency_guard * c.latency_target_ms;
         if let Some(latency) = metrics.latency_ms
             && self.latency_near(metrics.at, latency, near)
+            && (metrics.queue_depth.is_none() || queue >= 1.0)
         {
             if observation.starting == 0 {
                 let step = ((observation.ready as f64 * c.guard_step).ceil() as u32).max(1);
@@ -388,23 +423,69 @@ impl Policy for Capacity {
             }
         }
 
+        // A miss soon after a scale-down: that scale-down came too early.
+        // A severe miss with requests still waiting: too few replicas, not a slow answer
+        // or a moment's noise.
+        let missed = metrics
+            .latency_ms
+            .is_some_and(|l| l >= c.severe_miss * c.latency_target_ms)
+            && queue >= 1.0;
+        if let Some((down, wanted_at)) = self.last_down
+            && missed
+        {
+            // Long enough that the replicas removed then would still be here now, with a
+            // start-up to spare: the demand came back a little before the miss showed it.
+            let needed = (now.saturating_sub(wanted_at) + c.startup_time + c.period)
+                .min(c.max_scale_down_window);
+            if needed > self.down_window {
+                self.down_window = needed;
+                reason.push_str(&format!(
+                    "; missed the target {:.0} s after scaling down: holding replicas for {:.0} s from now on",
+                    now.saturating_sub(down).as_secs_f64(),
+                    needed.as_secs_f64()
+                ));
+            }
+            self.lengthened_at = Some(now);
+            self.last_down = None;
+        }
+        // The longer window stays while it pays: while the demand keeps coming back to
+        // what it holds.
+        if self.down_window > c.scale_down_window && raw >= current {
+            self.lengthened_at = Some(now);
+        }
+        if self
+            .lengthened_at
+            .is_some_and(|t| now.saturating_sub(t) > c.max_scale_down_window)
+        {
+            self.down_window = c.scale_down_window;
+            self.lengthened_at = None;
+        }
+
+        let window = self.down_window;
         self.recommendations.push(now, raw);
-        self.recommendations.trim(now, c.scale_down_window);
+        self.recommendations.trim(now, c.max_scale_down_window);
         let mut wanted = raw;
         if raw < current {
-            let highest = self
-                .recommendations
-                .since(now, c.scale_down_window)
-                .max()
-                .unwrap_or(raw);
+            let highest = self.recommendations.since(now, window).max().unwrap_or(raw);
             wanted = highest.min(current);
             if wanted > raw {
                 reason.push_str(&format!(
                     "; scale-down held at {wanted} (the most wanted over {:.0} s)",
-                    c.scale_down_window.as_secs_f64()
+                    window.as_secs_f64()
                 ));
             }
         }
-        Decision::to(observation, c.bounds, wanted, reason)
+        let decision = Decision::to(observation, c.bounds, wanted, reason);
+        if decision.replicas < current {
+            let wanted_at = self
+                .recommendations
+                .items()
+                .filter(|(_, n)| *n >= current)
+                .map(|(t, _)| t)
+                .last()
+                .unwrap_or(now);
+            self.last_down = Some((now, wanted_at));
+        }
+        decision
     }
 }
