@@ -186,7 +186,7 @@ fn impossible_demands_are_clear_errors() {
         ModelDemand::new("share", 1.0, vec![Variant::new(1.5, 10.0, GB)]),
         ModelDemand::new("cap", 1.0, vec![Variant::new(0.5, 0.0, GB)]),
     ] {
-        assert!(pack(&[bad.clone()], &gpu).is_err(), "{bad:?}");
+        assert!(pack(std::slice::from_ref(&bad), &gpu).is_err(), "{bad:?}");
     }
     // No demand: no GPU.
     let idle = vec![ModelDemand::new(
