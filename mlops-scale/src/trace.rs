@@ -124,6 +124,12 @@ impl Trace {
         Trace::new(spec.name(), arrivals, duration)
     }
 
+    /// The same arrivals under another name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Its name (the file stem, or the generator's).
     pub fn name(&self) -> &str {
         &self.name
