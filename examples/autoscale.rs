@@ -81,7 +81,11 @@ fn parse() -> Result<Args, BoxError> {
                 let v = value()?;
                 args.cold_start_s = v
                     .parse()
-                    .map_err(|_| format!("--cold-start takes seconds, not '{v}'"))?;
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+                    .ok_or_else(|| {
+                        format!("--cold-start takes seconds from 0 to 3600, not '{v}'")
+                    })?;
             }
             "--seed" => {
                 let v = value()?;

@@ -167,7 +167,8 @@ async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
             "mlp",
             "mlp_external",
             "mlp_retrained",
-            "torch_tagger"
+            "torch_tagger",
+            "vision"
         ]
     );
     let skipped: Vec<&str> = report

@@ -173,6 +173,22 @@ pub fn compare(
     config: &CompareConfig,
 ) -> crate::Result<Comparison> {
     let bounds = config.bounds;
+    if !(config.goal > 0.0 && config.goal <= 1.0) {
+        return Err(crate::Error::InvalidConfig {
+            what: "goal",
+            reason: format!("{} is not a share in (0, 1]", config.goal),
+        });
+    }
+    if let Some(m) = config
+        .concurrency_multiples
+        .iter()
+        .find(|m| !(m.is_finite() && **m > 0.0))
+    {
+        return Err(crate::Error::InvalidConfig {
+            what: "concurrency_multiples",
+            reason: format!("{m} is not a positive multiple"),
+        });
+    }
     let mut runs = Vec::new();
     let mut run = |role: Role, policy: PolicyConfig| -> crate::Result<()> {
         let policy = policy.with_bounds(bounds);
@@ -255,6 +271,9 @@ pub fn compare(
 }
 
 fn round3(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return v;
+    }
     let scale = 10f64.powi(2 - v.abs().log10().floor() as i32);
     (v * scale).round() / scale
 }

@@ -42,6 +42,21 @@ pub enum Error {
     /// The demand cannot be placed on GPUs of this size.
     #[error("packing: {0}")]
     Packing(String),
+    /// The demand needs more GPUs than there are.
+    #[error("packing: the demand needs {needed} GPUs; {available} are available")]
+    TooManyGpus {
+        /// GPUs the best placement uses.
+        needed: u32,
+        /// GPUs there are.
+        available: u32,
+    },
+    /// A report that is not valid JSON for its type.
+    #[error("report: {source}")]
+    ReportJson {
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Drawing a chart.
     #[error("chart: {0}")]
     Chart(String),

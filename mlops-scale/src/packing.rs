@@ -4,9 +4,12 @@
 //! Each model comes with variants: its capacity (and memory) when a replica gets a whole
 //! GPU, half of one or a quarter under NVIDIA MPS (as profiled by `mlops-profile`). A GPU
 //! holds replicas whose compute shares sum to at most 100% and whose memory fits. The
-//! search is exact: it chooses each model's replica mix and the placement together, by
-//! branch and bound, and returns the fewest GPUs (then the least share used, then the
-//! fewest replicas). [`first_fit`] is the greedy baseline it is measured against.
+//! search chooses each model's replica mix and the placement together, by branch and
+//! bound, and returns the fewest GPUs (then the least share used, then the fewest
+//! replicas). It is exact within its limits (64 replicas per variant, only the cheapest
+//! mixes of each model when there are many models, a budget of search nodes);
+//! [`Placement::optimal`] says whether it stayed within them. [`first_fit`] is the greedy
+//! baseline it is measured against.
 //!
 //! ```
 //! use mlops_scale::packing::{GpuSpec, ModelDemand, Variant, pack};
@@ -37,8 +40,11 @@ const MAX_REPLICAS_PER_MODEL: u32 = 64;
 const MAX_MIXES: usize = 64;
 /// The most combinations of mixes tried across models.
 const MAX_COMBINATIONS: usize = 20_000;
-/// Search nodes before the search settles for the best found so far.
-const NODE_LIMIT: u64 = 5_000_000;
+/// Search nodes, over all combinations, before the search settles for the best found so
+/// far.
+const NODE_LIMIT: u64 = 20_000_000;
+/// Nodes for listing one model's mixes.
+const MIX_NODE_LIMIT: u64 = 1_000_000;
 
 /// The GPUs replicas are placed on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,16 +134,19 @@ impl ModelDemand {
             let Some(capacity) = c.capacity_rps.filter(|v| *v > 0.0) else {
                 continue;
             };
-            let memory = c
-                .config
-                .gpu_memory_bytes
-                .or_else(|| {
-                    c.curve
-                        .iter()
-                        .filter_map(|m| m.resources.as_ref()?.gpu_memory_bytes_max)
-                        .max()
-                })
-                .unwrap_or(0);
+            let memory = c.config.gpu_memory_bytes.or_else(|| {
+                c.curve
+                    .iter()
+                    .filter_map(|m| m.resources.as_ref()?.gpu_memory_bytes_max)
+                    .max()
+            });
+            let memory = memory.unwrap_or_else(|| {
+                tracing::warn!(
+                    config = %c.id,
+                    "no GPU memory limit or reading in the profile: placed as needing none"
+                );
+                0
+            });
             let v = Variant::new(c.config.gpu_fraction.unwrap_or(1.0), capacity, memory);
             match variants.iter_mut().find(|x| x.share() == v.share()) {
                 Some(x) if x.capacity_rps < v.capacity_rps => *x = v,
@@ -285,13 +294,16 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
     if model.demand_rps <= 0.0 {
         return (vec![vec![0; variants.len()]], false);
     }
+    let mut capped = false;
     let limit: Vec<u32> = variants
         .iter()
         .map(|v| {
             if v.memory_bytes > gpu.memory_bytes {
                 0
             } else {
-                ((model.demand_rps / v.capacity_rps).ceil() as u32).min(MAX_REPLICAS_PER_MODEL)
+                let n = (model.demand_rps / v.capacity_rps).ceil();
+                capped |= n > MAX_REPLICAS_PER_MODEL as f64;
+                n.min(MAX_REPLICAS_PER_MODEL as f64) as u32
             }
         })
         .collect();
@@ -304,7 +316,12 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
         variants: &[&Variant],
         demand: f64,
         found: &mut Vec<(u32, u64, Vec<u32>)>,
+        nodes: &mut u64,
     ) {
+        *nodes += 1;
+        if *nodes > MIX_NODE_LIMIT {
+            return;
+        }
         let served: f64 = counts
             .iter()
             .zip(variants)
@@ -336,10 +353,11 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
         }
         for n in 0..=limit[i] {
             counts[i] = n;
-            walk(i + 1, counts, limit, variants, demand, found);
+            walk(i + 1, counts, limit, variants, demand, found, nodes);
         }
         counts[i] = 0;
     }
+    let mut nodes = 0;
     walk(
         0,
         &mut counts,
@@ -347,9 +365,11 @@ fn mixes(model: &ModelDemand, gpu: &GpuSpec, keep: usize) -> (Vec<Vec<u32>>, boo
         &variants,
         model.demand_rps,
         &mut found,
+        &mut nodes,
     );
+    capped |= nodes > MIX_NODE_LIMIT;
     found.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let truncated = found.len() > keep;
+    let truncated = capped || found.len() > keep;
     found.truncate(keep);
     (found.into_iter().map(|k| k.2).collect(), truncated)
 }
@@ -363,13 +383,15 @@ struct Packer {
     best: u32,
     best_assignment: Option<Vec<u32>>,
     nodes: u64,
+    /// The nodes it may visit: what the whole search has left.
+    limit: u64,
     exhausted: bool,
 }
 
 impl Packer {
     fn search(&mut self, i: usize, bins: &mut Vec<(u32, u64)>, assignment: &mut Vec<u32>) {
         self.nodes += 1;
-        if self.nodes > NODE_LIMIT {
+        if self.nodes > self.limit {
             self.exhausted = true;
             return;
         }
@@ -462,8 +484,8 @@ fn place(models: &[ModelDemand], items: &[Item], assignment: &[u32], optimal: bo
 ///
 /// # Errors
 ///
-/// [`Error::Packing`] for a model without a usable variant, a negative demand, or more
-/// GPUs needed than [`GpuSpec::max_gpus`].
+/// [`Error::Packing`] for a model without a usable variant or with a negative demand;
+/// [`Error::TooManyGpus`] when the best placement needs more than [`GpuSpec::max_gpus`].
 pub fn pack(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
     validate(models, gpu)?;
     // Every combination of mixes is tried, so fewer are kept per model as models grow.
@@ -480,7 +502,7 @@ pub fn pack(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
         }
     }
     // The greedy answer bounds the search.
-    let greedy = first_fit(models, gpu)?;
+    let greedy = greedy(models, gpu)?;
     let greedy_share: u32 = greedy
         .replicas
         .iter()
@@ -489,6 +511,7 @@ pub fn pack(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
     let mut best_key = (greedy.gpus, greedy_share, greedy.replicas.len());
     let mut best = greedy;
     let mut exhausted = false;
+    let mut budget = NODE_LIMIT;
     let mut choice = vec![0usize; models.len()];
     'combinations: loop {
         let mut items: Vec<Item> = Vec::new();
@@ -519,9 +542,11 @@ pub fn pack(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
                 best: best_key.0 + 1,
                 best_assignment: None,
                 nodes: 0,
+                limit: budget,
                 exhausted: false,
             };
             packer.search(0, &mut Vec::new(), &mut Vec::new());
+            budget = budget.saturating_sub(packer.nodes);
             exhausted |= packer.exhausted;
             if let Some(assignment) = packer.best_assignment {
                 let key = (packer.best, share, items.len());
@@ -547,10 +572,10 @@ pub fn pack(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
 
 fn check_limit(placement: Placement, gpu: &GpuSpec) -> Result<Placement> {
     match gpu.max_gpus {
-        Some(max) if placement.gpus > max => Err(Error::Packing(format!(
-            "the demand needs {} GPUs; {max} are available",
-            placement.gpus
-        ))),
+        Some(available) if placement.gpus > available => Err(Error::TooManyGpus {
+            needed: placement.gpus,
+            available,
+        }),
         _ => Ok(placement),
     }
 }
@@ -560,6 +585,11 @@ fn check_limit(placement: Placement, gpu: &GpuSpec) -> Result<Placement> {
 /// the first GPU it fits, in the models' order.
 pub fn first_fit(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
     validate(models, gpu)?;
+    check_limit(greedy(models, gpu)?, gpu)
+}
+
+/// [`first_fit`] without the GPU limit: the bound the exact search starts from.
+fn greedy(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
     let mut items: Vec<Item> = Vec::new();
     for (m, model) in models.iter().enumerate() {
         if model.demand_rps <= 0.0 {
@@ -596,5 +626,5 @@ pub fn first_fit(models: &[ModelDemand], gpu: &GpuSpec) -> Result<Placement> {
         bins[b].1 += mem;
         assignment.push(b as u32);
     }
-    check_limit(place(models, &items, &assignment, false), gpu)
+    Ok(place(models, &items, &assignment, false))
 }

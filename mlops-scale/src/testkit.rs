@@ -23,6 +23,7 @@ pub fn policy_conformance(config: &PolicyConfig) {
     bounds_hold(config);
     holds_without_metrics(config);
     holds_on_stale_metrics(config);
+    holds_on_broken_metrics(config);
     deterministic(config);
 }
 
@@ -107,6 +108,38 @@ pub fn holds_on_stale_metrics(config: &PolicyConfig) {
         policy.name(),
         decision.reason
     );
+}
+
+/// A metric that is not a number, infinite or negative (a broken exporter) holds the
+/// size: it must not read as an idle service.
+pub fn holds_on_broken_metrics(config: &PolicyConfig) {
+    let broken: [fn(&mut Metrics); 6] = [
+        |m| m.request_rate_rps = Some(f64::NAN),
+        |m| m.request_rate_rps = Some(-5.0),
+        |m| m.in_flight = Some(f64::INFINITY),
+        |m| m.queue_depth = Some(f64::NAN),
+        |m| m.latency_ms = Some(-1.0),
+        |m| m.utilization[0] = f64::NAN,
+    ];
+    for (i, breaks) in broken.iter().enumerate() {
+        let mut policy = config.build().unwrap();
+        let mut m = metrics(Duration::from_secs(10), 0.0, 4);
+        breaks(&mut m);
+        let observation = Observation {
+            ready: 4,
+            starting: 0,
+            desired: 4,
+            metrics: Some(m),
+        };
+        let decision = policy.decide(Duration::from_secs(10), &observation);
+        assert_eq!(
+            (decision.replicas, decision.action),
+            (4, Action::Stale),
+            "{}: broken metric {i} must hold the size ({})",
+            policy.name(),
+            decision.reason
+        );
+    }
 }
 
 /// Two policies built from the same configuration answer the same sequence alike.

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The longest trace: 30 days.
+pub const MAX_DURATION_S: f64 = 30.0 * 86_400.0;
+/// The most arrivals a generated trace may hold at its peak rate.
+pub const MAX_ARRIVALS: u64 = 200_000_000;
+
 /// Arrival times in seconds from the trace's start, sorted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trace {
@@ -34,6 +39,11 @@ impl Trace {
             previous = t;
         }
         let last = arrivals.last().copied().unwrap_or(0.0);
+        if duration_s > MAX_DURATION_S {
+            return Err(Error::Trace(format!(
+                "{duration_s} s is longer than the {MAX_DURATION_S} s (30 days) a trace may last"
+            )));
+        }
         if !(duration_s.is_finite() && duration_s >= last) {
             return Err(Error::Trace(format!(
                 "duration {duration_s} s ends before the last arrival at {last} s"
@@ -65,9 +75,15 @@ impl Trace {
             };
             // The first field, so `timestamp,other,columns` works too.
             let field = line.split([',', '\t', ' ']).next().unwrap_or(line);
+            // A header is a first line that does not start like a number; `1.5s` is a
+            // bad arrival, not a header.
+            let numeric = field
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.'));
             let t = match field.parse::<f64>() {
                 Ok(t) => t,
-                Err(_) if first => {
+                Err(_) if first && !numeric => {
                     first = false;
                     continue;
                 }
@@ -114,7 +130,7 @@ impl Trace {
         let arrivals = match spec {
             TraceSpec::Steady { rate_rps, .. } => {
                 let gap = 1.0 / rate_rps;
-                (0..)
+                (0u64..)
                     .map(|i| i as f64 * gap)
                     .take_while(|t| *t < duration)
                     .collect()
@@ -160,9 +176,14 @@ impl Trace {
         self.arrivals.len() as f64 / self.duration_s.max(f64::MIN_POSITIVE)
     }
 
-    /// Arrivals per second in consecutive bins of `bin_s` seconds.
+    /// Arrivals per second in consecutive bins of `bin_s` seconds (none for a bin that
+    /// is not positive, or that would make more than a million bins).
     pub fn rates(&self, bin_s: f64) -> Vec<f64> {
-        let bins = (self.duration_s / bin_s).ceil().max(1.0) as usize;
+        let bins = (self.duration_s / bin_s).ceil().max(1.0);
+        if !(bin_s > 0.0 && bins <= 1e6) {
+            return Vec::new();
+        }
+        let bins = bins as usize;
         let mut counts = vec![0.0; bins];
         for &t in &self.arrivals {
             let i = ((t / bin_s) as usize).min(bins - 1);
@@ -358,6 +379,11 @@ impl TraceSpec {
         if !(d.is_finite() && d > 0.0) {
             return bad("duration_s", d);
         }
+        if d > MAX_DURATION_S {
+            return Err(Error::Trace(format!(
+                "{d} s is longer than the {MAX_DURATION_S} s (30 days) a trace may last"
+            )));
+        }
         let rates: Vec<(&str, f64)> = match *self {
             TraceSpec::Steady { rate_rps, .. } | TraceSpec::Poisson { rate_rps, .. } => {
                 vec![("rate_rps", rate_rps)]
@@ -412,6 +438,12 @@ impl TraceSpec {
             if !(v.is_finite() && v > 0.0) {
                 return bad(what, v);
             }
+        }
+        let expected = self.peak_rps() * d;
+        if !(expected <= MAX_ARRIVALS as f64) {
+            return Err(Error::Trace(format!(
+                "{expected:.3e} requests at the peak rate is more than the {MAX_ARRIVALS} a generated trace may hold"
+            )));
         }
         Ok(())
     }

@@ -74,6 +74,33 @@ fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
 }
 
 #[test]
+fn the_gpu_limit_applies_to_the_best_placement_not_the_greedy_one() {
+    // The greedy answer needs 2 GPUs, the best 1: with one GPU available it still packs.
+    let gpu = GpuSpec::new(80 * GB).with_max_gpus(1);
+    let models = vec![
+        ModelDemand::new(
+            "detector",
+            120.0,
+            vec![
+                Variant::new(1.0, 150.0, 8 * GB),
+                Variant::new(0.5, 90.0, 6 * GB),
+                Variant::new(0.25, 40.0, 5 * GB),
+            ],
+        ),
+        ModelDemand::new("tagger", 30.0, vec![Variant::new(0.25, 30.0, 4 * GB)]),
+    ];
+    assert!(matches!(
+        first_fit(&models, &gpu),
+        Err(Error::TooManyGpus {
+            needed: 2,
+            available: 1
+        })
+    ));
+    let best = pack(&models, &gpu).unwrap();
+    assert_eq!(best.gpus, 1);
+}
+
+#[test]
 fn memory_that_does_not_shrink_with_the_share_defeats_the_greedy_choice() {
     // A quarter serves 35 req/s, a whole GPU 120, and each needs 60 GB of an 80 GB GPU:
     // four quarters (the most per share) need four GPUs by memory; two replicas suffice.
@@ -176,17 +203,35 @@ fn impossible_demands_are_clear_errors() {
     )];
     let err = pack(&two, &limited).unwrap_err();
     assert!(
-        err.to_string().contains("needs 2 GPUs; 1 are available"),
+        matches!(
+            err,
+            Error::TooManyGpus {
+                needed: 2,
+                available: 1
+            }
+        ),
         "{err}"
     );
 
-    for bad in [
-        ModelDemand::new("neg", -1.0, vec![Variant::new(1.0, 10.0, GB)]),
-        ModelDemand::new("none", 1.0, vec![]),
-        ModelDemand::new("share", 1.0, vec![Variant::new(1.5, 10.0, GB)]),
-        ModelDemand::new("cap", 1.0, vec![Variant::new(0.5, 0.0, GB)]),
+    for (bad, why) in [
+        (
+            ModelDemand::new("neg", -1.0, vec![Variant::new(1.0, 10.0, GB)]),
+            "demand must be >= 0",
+        ),
+        (ModelDemand::new("none", 1.0, vec![]), "no variant"),
+        (
+            ModelDemand::new("share", 1.0, vec![Variant::new(1.5, 10.0, GB)]),
+            "share must be in (0, 1]",
+        ),
+        (
+            ModelDemand::new("cap", 1.0, vec![Variant::new(0.5, 0.0, GB)]),
+            "capacity must be positive",
+        ),
     ] {
-        assert!(pack(std::slice::from_ref(&bad), &gpu).is_err(), "{bad:?}");
+        match pack(std::slice::from_ref(&bad), &gpu) {
+            Err(Error::Packing(reason)) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
     }
     // No demand: no GPU.
     let idle = vec![ModelDemand::new(

@@ -138,6 +138,15 @@ fn hpa_counts_missing_and_unready_pods_as_kubernetes_does() {
 }
 
 #[test]
+fn hpa_holds_at_its_target_whatever_the_unready_pods() {
+    // Exactly at target with 2 replicas starting: Kubernetes rebalances unready pods only
+    // when scaling up, so this holds rather than counting them as idle and scaling down.
+    let mut hpa = Utilization::new(UtilizationConfig::default().with_target(0.5)).unwrap();
+    let d = hpa.decide(secs(15.0), &with_utilization(15.0, 4, 2, 6, &[0.5; 4]));
+    assert_eq!((d.replicas, d.action), (6, Action::Hold), "{}", d.reason);
+}
+
+#[test]
 fn hpa_never_fires_on_a_metric_that_cannot_reach_its_target() {
     // The classic failure: a server that saturates at 60% utilisation under a 70% target.
     let mut hpa = Utilization::new(UtilizationConfig::default()).unwrap();
@@ -164,7 +173,7 @@ fn kpa_sizes_on_the_stable_window_and_panics_on_a_burst() {
         assert_eq!(replicas, 3, "t={t}: {}", d.reason);
     }
     // A burst to 120 in flight: the 6-s panic window (samples at 56..62 s) holds
-    // (3 × 21 + 120) / 4 = 45.75, which wants 6.5 ≥ 2 × 3 replicas: panic, 7 replicas.
+    // (3 × 21 + 120) / 4 = 45.75, which wants ceil(6.5) = 7 ≥ 2 × 3 replicas: panic, 7.
     let d = kpa.decide(secs(62.0), &with_load(62.0, 3, 3, 0.0, 120.0));
     assert_eq!(d.replicas, 7, "{}", d.reason);
     assert!(d.reason.contains("panicking"), "{}", d.reason);

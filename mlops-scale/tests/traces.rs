@@ -25,6 +25,8 @@ fn bad_lines_are_errors_naming_the_line() {
         ("timestamp\n1\nabc\n", 3, "'abc' is not a number"),
         ("1\nNaN\n", 2, "not a time >= 0"),
         ("1\ninf\n", 2, "not a time >= 0"),
+        // Not a header: it starts like a number.
+        ("1.5s\n2\n", 1, "'1.5s' is not a number"),
     ];
     for (text, line, what) in cases {
         match parse(text) {
@@ -41,6 +43,8 @@ fn bad_lines_are_errors_naming_the_line() {
         }
     }
     assert!(matches!(parse("header only\n"), Err(Error::Trace(_))));
+    // A file whose one arrival is absurdly late.
+    assert!(matches!(parse("1e300\n"), Err(Error::Trace(_))));
     assert!(matches!(parse(""), Err(Error::Trace(_))));
     let missing = Trace::from_file(Path::new("no/such/trace.txt")).unwrap_err();
     assert!(matches!(missing, Error::Io { .. }), "{missing}");
@@ -163,6 +167,15 @@ fn bad_generator_settings_are_refused() {
             first_s: 0.0,
             duration_s: 60.0,
         },
+        // Far more arrivals than memory holds, or longer than a trace may last.
+        TraceSpec::Poisson {
+            rate_rps: 1e300,
+            duration_s: 10.0,
+        },
+        TraceSpec::Steady {
+            rate_rps: 1.0,
+            duration_s: 1e9,
+        },
     ] {
         assert!(
             matches!(Trace::generate(&spec, 0), Err(Error::Trace(_))),
@@ -189,6 +202,16 @@ fn a_trace_written_out_reads_back() {
     for (a, b) in back.arrivals().iter().zip(t.arrivals()) {
         assert!((a - b).abs() < 1e-6);
     }
+}
+
+#[test]
+fn rates_with_a_bin_that_makes_no_sense_are_empty() {
+    let t = parse("0\n1\n2\n").unwrap();
+    assert_eq!(t.rates(1.0), vec![1.0, 1.0, 1.0]);
+    assert!(t.rates(0.0).is_empty());
+    assert!(t.rates(-1.0).is_empty());
+    assert!(t.rates(f64::NAN).is_empty());
+    assert!(t.rates(1e-9).is_empty());
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub struct ConcurrencyConfig {
     /// The stable window the mean concurrency is taken over (default 60 s).
     #[serde(with = "secs")]
     pub stable_window: Duration,
-    /// The panic window as a share of the stable window (default 0.1: 6 s).
+    /// The panic window as a percentage of the stable window (default 10: 6 s).
     pub panic_window_percentage: f64,
     /// Panic when the panic window wants this multiple of the ready replicas (default 2).
     pub panic_threshold: f64,
@@ -45,7 +45,7 @@ impl Default for ConcurrencyConfig {
             target: 100.0,
             target_utilization: 0.7,
             stable_window: Duration::from_secs(60),
-            panic_window_percentage: 0.1,
+            panic_window_percentage: 10.0,
             panic_threshold: 2.0,
             max_scale_up_rate: 1000.0,
             max_scale_down_rate: 2.0,
@@ -77,11 +77,13 @@ impl ConcurrencyConfig {
         }
         nonzero("stable_window", self.stable_window)?;
         nonzero("tick", self.tick)?;
-        positive("panic_window_percentage", self.panic_window_percentage)?;
-        if self.panic_window_percentage > 1.0 {
+        if !(1.0..=100.0).contains(&self.panic_window_percentage) {
             return Err(Error::config(
                 "panic_window_percentage",
-                "must be at most 1",
+                format!(
+                    "{} is not a percentage in [1, 100]",
+                    self.panic_window_percentage
+                ),
             ));
         }
         positive("panic_threshold", self.panic_threshold)?;
@@ -123,7 +125,7 @@ impl Concurrency {
     fn panic_window(&self) -> Duration {
         self.config
             .stable_window
-            .mul_f64(self.config.panic_window_percentage)
+            .mul_f64(self.config.panic_window_percentage / 100.0)
     }
 }
 
@@ -169,8 +171,9 @@ impl Policy for Concurrency {
         let per_replica = c.target * c.target_utilization;
         let ready = observation.ready.max(1) as f64;
         let stable_pods = (stable / per_replica).ceil();
-        let panic_pods_raw = panic / per_replica;
-        let panic_pods = panic_pods_raw.ceil();
+        let panic_pods = (panic / per_replica).ceil();
+        // Knative compares the rounded-up panic count with the ready replicas.
+        let over = panic_pods / ready >= c.panic_threshold;
 
         let up_limit = (c.max_scale_up_rate * ready).ceil();
         let down_limit = (ready / c.max_scale_down_rate).floor();
@@ -178,7 +181,6 @@ impl Policy for Concurrency {
         let stable_pods = clamp(stable_pods);
         let panic_pods = clamp(panic_pods);
 
-        let over = panic_pods_raw / ready >= c.panic_threshold;
         match (self.panic_since, over) {
             (None, true) => self.panic_since = Some(now),
             (Some(_), true) => self.panic_since = Some(now),
@@ -194,7 +196,11 @@ impl Policy for Concurrency {
             self.panic_window().as_secs_f64()
         );
         let (wanted, reason) = if self.panic_since.is_some() {
-            self.max_panic_pods = self.max_panic_pods.max(panic_pods).max(observation.ready);
+            // The larger of both windows, and never below what panic mode already asked.
+            self.max_panic_pods = self
+                .max_panic_pods
+                .max(panic_pods.max(stable_pods))
+                .max(observation.ready);
             (
                 self.max_panic_pods,
                 format!("{summary}: panicking, no scale-down"),

@@ -297,6 +297,24 @@ pub(crate) fn fresh(
             max_age.as_secs_f64()
         ));
     }
+    // A broken exporter must not read as an idle service.
+    let bad = |v: Option<f64>| v.is_some_and(|v| !(v.is_finite() && v >= 0.0));
+    for (name, value) in [
+        ("request rate", metrics.request_rate_rps),
+        ("in-flight count", metrics.in_flight),
+        ("queue depth", metrics.queue_depth),
+        ("latency", metrics.latency_ms),
+    ] {
+        if bad(value) {
+            return Err(format!(
+                "the {name} metric is {}: holding",
+                value.unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(u) = metrics.utilization.iter().find(|u| bad(Some(**u))) {
+        return Err(format!("a utilisation of {u}: holding"));
+    }
     Ok(metrics)
 }
 

@@ -128,21 +128,31 @@ impl Utilization {
             c.target * 100.0,
             utilization.len()
         );
-        if missing == 0.0 && unready == 0.0 {
+        // As the HPA's replica calculator: unready replicas are rebalanced only when
+        // scaling up, missing ones whichever way the ratio points.
+        let rebalance_unready = unready > 0.0 && ratio > 1.0;
+        if !rebalance_unready && missing == 0.0 {
             if (ratio - 1.0).abs() <= c.tolerance {
                 return (current, format!("{summary}: within tolerance"));
             }
             return ((ratio * with_metrics).ceil() as u32, summary);
         }
-        // Missing pods count as at target when scaling down and as idle when scaling up;
-        // unready pods count as idle when scaling up (and are left out otherwise).
-        let (extra_sum, extra_pods) = if ratio < 1.0 {
-            (missing * c.target, missing)
-        } else {
-            (0.0, missing + unready)
-        };
-        let pods = with_metrics + extra_pods;
-        let new_ratio = (sum + extra_sum) / (c.target * pods);
+        // Missing replicas count as at the target when scaling down and as idle when
+        // scaling up; unready ones as idle when scaling up.
+        let mut total = sum;
+        let mut pods = with_metrics;
+        if missing > 0.0 {
+            if ratio < 1.0 {
+                total += missing * c.target;
+                pods += missing;
+            } else if ratio > 1.0 {
+                pods += missing;
+            }
+        }
+        if rebalance_unready {
+            pods += unready;
+        }
+        let new_ratio = total / (c.target * pods);
         if (new_ratio - 1.0).abs() <= c.tolerance
             || (ratio < 1.0 && new_ratio > 1.0)
             || (ratio > 1.0 && new_ratio < 1.0)
@@ -152,8 +162,15 @@ impl Utilization {
                 format!("{summary}: holding, counting missing and unready replicas"),
             );
         }
+        let wanted = (new_ratio * pods).ceil() as u32;
+        if (new_ratio < 1.0 && wanted > current) || (new_ratio > 1.0 && wanted < current) {
+            return (
+                current,
+                format!("{summary}: holding, the count would move against the ratio"),
+            );
+        }
         (
-            (new_ratio * pods).ceil() as u32,
+            wanted,
             format!("{summary} (missing and unready replicas counted)"),
         )
     }
@@ -234,7 +251,8 @@ impl Policy for Utilization {
                 .map(|(from, to)| from.saturating_sub(to))
                 .sum();
             let start = current + removed;
-            let limit = (start as f64 * (1.0 - c.scale_down_percent)).ceil() as u32;
+            // Truncated, as Kubernetes does.
+            let limit = (start as f64 * (1.0 - c.scale_down_percent)).max(0.0) as u32;
             if wanted < limit {
                 reason.push_str(&format!("; scale-down limited to {limit}"));
                 wanted = limit;

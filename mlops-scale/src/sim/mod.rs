@@ -3,7 +3,7 @@
 //!
 //! Virtual time only: arrivals come from the trace, service times from the
 //! [`ReplicaModel`] and a seeded generator; the same trace, model, settings, policy and
-//! seed give the same report, bit for bit.
+//! seed give the same report, bit for bit, but for [`SimReport::wall_s`].
 //!
 //! ```
 //! use mlops_scale::policy::{CapacityConfig, PolicyConfig};
@@ -307,6 +307,9 @@ impl Ord for Ordered {
     }
 }
 
+/// The most points a time series holds.
+const MAX_SERIES: usize = 100_000;
+
 fn histogram() -> Histogram<u64> {
     // Microseconds from 1 µs to an hour, two significant figures.
     #[allow(clippy::unwrap_used)] // constant, valid bounds
@@ -337,6 +340,7 @@ struct Run<'a> {
     metrics: Option<Metrics>,
     // Series.
     series: Vec<SeriesBin>,
+    series_interval: f64,
     // Totals.
     overall: Histogram<u64>,
     answered: u64,
@@ -354,7 +358,8 @@ struct SeriesBin {
     arrivals: u64,
     dropped: u64,
     within: u64,
-    latency: Histogram<u64>,
+    /// Made on the first answer, so idle intervals cost nothing.
+    latency: Option<Histogram<u64>>,
     provisioned: f64,
     ready: f64,
     samples: u32,
@@ -366,7 +371,7 @@ impl SeriesBin {
             arrivals: 0,
             dropped: 0,
             within: 0,
-            latency: histogram(),
+            latency: None,
             provisioned: 0.0,
             ready: 0.0,
             samples: 0,
@@ -387,6 +392,12 @@ impl Simulator {
     /// interval): what another autoscaler's metric pipeline would see.
     pub fn with_scrape_interval(&self, interval: Duration) -> Simulator {
         let mut sim = self.clone();
+        if interval < sim.config.sample_interval {
+            tracing::warn!(
+                asked_ms = interval.as_millis() as u64,
+                "scrape interval raised to the sample interval"
+            );
+        }
         sim.config.scrape_interval = interval.max(sim.config.sample_interval);
         sim
     }
@@ -407,7 +418,16 @@ impl Simulator {
         let c = &self.config;
         let initial = c.initial_replicas.unwrap_or(c.bounds.min_replicas);
         let duration = trace.duration_s();
-        let bins = (duration / c.report_interval.as_secs_f64()).ceil().max(1.0) as usize;
+        // At most MAX_SERIES points: a long trace gets a coarser series.
+        let mut interval = c.report_interval.as_secs_f64();
+        if duration / interval > MAX_SERIES as f64 {
+            interval = duration / MAX_SERIES as f64;
+            tracing::warn!(
+                interval_s = interval,
+                "the time series' interval widened to keep {MAX_SERIES} points"
+            );
+        }
+        let bins = (duration / interval).ceil().max(1.0) as usize;
         let mut run = Run {
             sim: self,
             rng: StdRng::seed_from_u64(c.seed),
@@ -425,6 +445,7 @@ impl Simulator {
             latency_by_scrape: HashMap::new(),
             metrics: None,
             series: (0..bins).map(|_| SeriesBin::new()).collect(),
+            series_interval: interval,
             overall: histogram(),
             answered: 0,
             within: 0,
@@ -439,31 +460,38 @@ impl Simulator {
 
         let sample = c.sample_interval.as_secs_f64();
         let scrape = c.scrape_interval.as_secs_f64();
-        let period = policy.period().as_secs_f64().max(1e-3);
-        let mut next_sample = sample;
-        let mut next_scrape = scrape;
-        let mut next_tick = period;
+        // Timers run on whole microseconds, so ones that coincide (a sample and a tick at
+        // 20 s) fire at the same instant, in a fixed order, with no drift.
+        let micros_of = |d: Duration| (d.as_micros() as u64).max(1);
+        let timer = |us: u64, k: u64| (us * k) as f64 / 1e6;
+        let (sample_us, scrape_us) = (micros_of(c.sample_interval), micros_of(c.scrape_interval));
+        let period_us = micros_of(policy.period()).max(1000);
+        let (mut samples, mut scrapes, mut ticks) = (1u64, 1u64, 1u64);
         let mut arrivals = trace.arrivals().iter().copied().peekable();
         loop {
             let next_arrival = arrivals.peek().copied().unwrap_or(f64::INFINITY);
+            let next_sample = timer(sample_us, samples);
+            let next_scrape = timer(scrape_us, scrapes);
+            let next_tick = timer(period_us, ticks);
             let next_timer = next_sample.min(next_scrape).min(next_tick);
             if next_arrival.min(next_timer) > duration {
                 break;
             }
-            if next_timer <= next_arrival {
+            // At the same instant an arrival goes first: the state sampled at t includes it.
+            if next_timer < next_arrival {
                 let now = next_timer;
                 run.ready_up_to(now);
                 if next_sample <= now {
                     run.sample(now, sample);
-                    next_sample += sample;
+                    samples += 1;
                 }
                 if next_scrape <= now {
                     run.scrape(now, scrape);
-                    next_scrape += scrape;
+                    scrapes += 1;
                 }
                 if next_tick <= now {
                     run.tick(now, policy);
-                    next_tick += period;
+                    ticks += 1;
                 }
             } else {
                 arrivals.next();
@@ -482,7 +510,7 @@ impl Simulator {
 
 impl Run<'_> {
     fn bin(&self, t: f64) -> usize {
-        ((t / self.sim.config.report_interval.as_secs_f64()) as usize).min(self.series.len() - 1)
+        ((t / self.series_interval) as usize).min(self.series.len() - 1)
     }
 
     fn ready_up_to(&mut self, now: f64) {
@@ -554,7 +582,11 @@ impl Run<'_> {
             return;
         };
         self.replicas[i].advance(t);
-        if self.replicas[i].waiting.len() >= self.sim.replica.max_queue as usize {
+        let free_now = self.replicas[i]
+            .slots
+            .peek()
+            .is_some_and(|Reverse(Ordered(free))| *free <= t);
+        if !free_now && self.replicas[i].waiting.len() >= self.sim.replica.max_queue as usize {
             self.drop_request(bin);
             return;
         }
@@ -581,7 +613,10 @@ impl Run<'_> {
         self.within += within as u64;
         self.overall.saturating_record(us);
         let series = &mut self.series[bin];
-        series.latency.saturating_record(us);
+        series
+            .latency
+            .get_or_insert_with(histogram)
+            .saturating_record(us);
         series.within += within as u64;
         let window = (finish / self.sim.config.scrape_interval.as_secs_f64()) as u64;
         self.latency_by_scrape
@@ -703,6 +738,7 @@ impl Run<'_> {
         self.decisions += 1;
         if decision.action == Action::Stale {
             self.stale += 1;
+            tracing::debug!(t_s = now, reason = %decision.reason, "policy held on stale metrics");
         }
         let wanted = self.sim.config.bounds.clamp(decision.replicas);
         if wanted == self.desired {
@@ -754,6 +790,9 @@ impl Run<'_> {
                     excess -= 1;
                 }
             }
+            for r in &mut self.replicas {
+                r.advance(now);
+            }
             while excess > 0 {
                 let Some(r) = self
                     .replicas
@@ -792,7 +831,7 @@ impl Run<'_> {
                 h.value_at_quantile(q) as f64 / 1000.0
             }
         };
-        let interval = c.report_interval.as_secs_f64();
+        let interval = self.series_interval;
         let series = self
             .series
             .iter()
@@ -805,7 +844,7 @@ impl Run<'_> {
                     demand_rps: b.arrivals as f64 / span,
                     replicas: b.provisioned / samples,
                     ready: b.ready / samples,
-                    latency_ms: ms(&b.latency, q),
+                    latency_ms: b.latency.as_ref().map_or(0.0, |h| ms(h, q)),
                     dropped: b.dropped,
                     slo_attainment: if b.arrivals == 0 {
                         1.0

@@ -156,9 +156,17 @@ impl ReplicaModel {
                     None
                 }
             })
-            .filter(|u| u.is_finite() && *u > 0.0)
-            .unwrap_or(1.0)
-            .clamp(0.05, 1.0);
+            .filter(|u| u.is_finite() && *u > 0.0);
+        let utilization = match utilization {
+            Some(u) => u.clamp(0.05, 1.0),
+            None => {
+                tracing::warn!(
+                    config = config_id,
+                    "the profile has no utilisation at its busiest point: modelled as 100% when saturated"
+                );
+                1.0
+            }
+        };
         Ok(ReplicaModel {
             slots: slots as u32,
             service_mean_ms,

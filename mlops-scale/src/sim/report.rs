@@ -105,8 +105,8 @@ pub struct SimReport {
 impl SimReport {
     /// Reads a report, refusing one written by a newer version.
     pub fn from_json(text: &str) -> Result<Self> {
-        let report: SimReport = serde_json::from_str(text)
-            .map_err(|e| Error::config("simulation report", e.to_string()))?;
+        let report: SimReport =
+            serde_json::from_str(text).map_err(|source| Error::ReportJson { source })?;
         if report.schema_version > SCHEMA_VERSION {
             return Err(Error::config(
                 "schema_version",
