@@ -440,7 +440,7 @@ impl TraceSpec {
             }
         }
         let expected = self.peak_rps() * d;
-        if !(expected <= MAX_ARRIVALS as f64) {
+        if expected.is_nan() || expected > MAX_ARRIVALS as f64 {
             return Err(Error::Trace(format!(
                 "{expected:.3e} requests at the peak rate is more than the {MAX_ARRIVALS} a generated trace may hold"
             )));
