@@ -236,6 +236,36 @@ impl Placement {
         shares
     }
 
+    /// One line per GPU: its replicas, share and memory used.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{} GPU{}{}\n",
+            self.gpus,
+            if self.gpus == 1 { "" } else { "s" },
+            if self.optimal {
+                ", the fewest possible"
+            } else {
+                ""
+            }
+        );
+        for g in 0..self.gpus {
+            let on: Vec<&ReplicaPlacement> = self.replicas.iter().filter(|r| r.gpu == g).collect();
+            let share: f64 = on.iter().map(|r| r.fraction).sum();
+            let memory: u64 = on.iter().map(|r| r.memory_bytes).sum();
+            let names: Vec<String> = on
+                .iter()
+                .map(|r| format!("{} at {:.0}%", r.model, r.fraction * 100.0))
+                .collect();
+            out.push_str(&format!(
+                "GPU {g}: {} ({:.0}% of compute, {:.1} GiB)\n",
+                names.join(", "),
+                share * 100.0,
+                memory as f64 / (1u64 << 30) as f64
+            ));
+        }
+        out
+    }
+
     /// The capacity placed for `model`.
     pub fn capacity_of(&self, model: &str) -> f64 {
         self.replicas

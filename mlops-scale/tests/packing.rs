@@ -57,6 +57,10 @@ fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
     check(&models, &gpu, &best);
     assert_eq!(best.gpus, 1);
     assert!(best.optimal);
+    assert_eq!(
+        best.summary(),
+        "1 GPU, the fewest possible\nGPU 0: detector at 50%, detector at 25%, tagger at 25% (100% of compute, 15.0 GiB)\n"
+    );
     let mut shares: Vec<(String, f64)> = best
         .replicas
         .iter()

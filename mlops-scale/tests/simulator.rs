@@ -313,6 +313,7 @@ fn a_replica_modelled_on_the_profile_holds_the_profiled_capacity() {
     let replica = ReplicaModel::from_profile(&report).unwrap();
     assert_eq!(replica.slots, 1);
     assert_eq!(replica.config_id.as_deref(), Some("cpu1-b4-d0-i1-t1"));
+    assert_eq!(replica.device.as_deref(), Some("cpu"));
     // Saturation capped by the rate the confirmation missed the target at.
     let missed = report.confirmation.as_ref().unwrap().missed_rates_rps[0];
     assert!((replica.saturation_rps() - missed).abs() < 1e-9);

@@ -31,6 +31,9 @@ pub struct ReplicaModel {
     /// The profiled configuration it stands for, when it came from a profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_id: Option<String>,
+    /// The device that configuration ran on (`cpu`, `gpu0`), when it came from a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl ReplicaModel {
@@ -45,6 +48,7 @@ impl ReplicaModel {
             utilization_at_saturation: 1.0,
             cost_per_hour: 1.0,
             config_id: None,
+            device: None,
         }
     }
 
@@ -175,6 +179,7 @@ impl ReplicaModel {
             utilization_at_saturation: utilization,
             cost_per_hour: profile.cost_per_hour,
             config_id: Some(config_id.to_string()),
+            device: Some(profile.config.device.to_string()),
         })
     }
 

@@ -132,8 +132,13 @@ impl SimReport {
 
     /// A few lines for a terminal.
     pub fn summary(&self) -> String {
+        let on = match (&self.replica.config_id, &self.replica.device) {
+            (Some(id), Some(device)) => format!(" ({id} on {device})"),
+            (Some(id), None) => format!(" ({id})"),
+            _ => String::new(),
+        };
         format!(
-            "{} on {}: {:.2}% of {} requests within {} ms ({} dropped); p{} {:.1} ms; \
+            "{} on {}{on}: {:.2}% of {} requests within {} ms ({} dropped); p{} {:.1} ms; \
              {:.0} replica-seconds (mean {:.2}, peak {}), cost {:.4}; {} scale events; \
              queue peak {}",
             self.policy,
