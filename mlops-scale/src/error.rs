@@ -60,15 +60,42 @@ pub enum Error {
     /// Drawing a chart.
     #[error("chart: {0}")]
     Chart(String),
+    /// A scaler could not read or set the replicas.
+    #[error("scaler {scaler}: {reason}")]
+    Scaler {
+        /// The scaler's name.
+        scaler: String,
+        /// What failed.
+        reason: String,
+        /// Whether trying again could succeed (a timeout, a conflict), as opposed to a
+        /// refusal (no permission, no such deployment).
+        temporary: bool,
+    },
+    /// Metrics could not be collected.
+    #[error("metrics from {source_name}: {reason}")]
+    Metrics {
+        /// Where they were read from.
+        source_name: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl Error {
-    /// Whether trying again could succeed: only I/O can; everything else is the input.
+    /// Whether trying again could succeed: some I/O, a temporary scaler failure and a
+    /// failed scrape can; everything else is the input.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if matches!(
-            source.kind(),
-            std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-        ))
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            Error::Scaler { temporary, .. } => *temporary,
+            Error::Metrics { .. } => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn config(what: &'static str, reason: impl Into<String>) -> Self {

@@ -17,6 +17,8 @@
 //! - [`compare`]: every policy on one trace, with the hand-tuned sweeps;
 //! - [`packing`]: replicas onto the fewest GPUs under MPS;
 //! - [`chart`]: demand, replicas and latency over time, as SVG;
+//! - [`scaler`]: the [`Scaler`](scaler::Scaler) trait, the controller loop that applies a
+//!   policy, and in-memory scalers and metrics;
 //! - `testkit` (feature `testkit`): the checks every policy passes.
 
 pub mod chart;
@@ -24,6 +26,7 @@ pub mod compare;
 mod error;
 pub mod packing;
 pub mod policy;
+pub mod scaler;
 pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -163,3 +163,91 @@ pub fn deterministic(config: &PolicyConfig) {
         replicas = x.replicas;
     }
 }
+
+/// Asks for a fixed count: the policy the scaler checks drive.
+#[derive(Debug)]
+pub struct Fixed(pub u32);
+
+impl crate::policy::Policy for Fixed {
+    fn name(&self) -> String {
+        format!("fixed {}", self.0)
+    }
+    fn period(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn decide(&mut self, _now: Duration, observation: &Observation) -> crate::policy::Decision {
+        crate::policy::Decision {
+            replicas: self.0,
+            action: if self.0 == observation.desired {
+                Action::Hold
+            } else if self.0 > observation.desired {
+                Action::Up
+            } else {
+                Action::Down
+            },
+            reason: format!("fixed at {}", self.0),
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The checks every scaler passes, driven through a [`Controller`](crate::scaler::Controller):
+/// a set count reads back; the controller's bounds hold whatever the policy asks; nothing
+/// scales to zero unless the bounds allow it. `scaler` must start with at least one
+/// replica. Failed sets and their backoff are checked on [`MemoryScaler`], whose failures
+/// can be injected (`crate::scaler::MemoryScaler::fail_next`).
+pub fn scaler_conformance<S: crate::scaler::Scaler + ?Sized>(scaler: &S) {
+    use crate::scaler::{Applied, Controller, ControllerConfig, MemorySource};
+
+    block_on(async {
+        for n in [3, 1, 5] {
+            scaler.set_replicas(n).await.unwrap();
+            let state = scaler.state().await.unwrap();
+            assert_eq!(
+                state.desired,
+                n,
+                "{}: set {n}, read {state:?}",
+                scaler.name()
+            );
+        }
+        let source = MemorySource::new();
+        source.set(metrics(Duration::ZERO, 1.0, 1));
+        let config = ControllerConfig {
+            bounds: Bounds::new(2, 8).unwrap(),
+            ..ControllerConfig::default()
+        };
+        for (asked, expected) in [(1000, 8), (0, 2), (6, 6)] {
+            let mut controller =
+                Controller::new(Fixed(asked), &source, scaler).with_config(config.clone());
+            let step = controller.step(Duration::from_secs(1)).await;
+            let state = scaler.state().await.unwrap();
+            assert_eq!(
+                state.desired,
+                expected,
+                "{}: asked {asked}: {step:?}",
+                scaler.name()
+            );
+            assert!(
+                matches!(step.applied, Applied::Set { .. } | Applied::Unchanged),
+                "{}: {step:?}",
+                scaler.name()
+            );
+        }
+        // Default bounds: a policy asking for zero gets one.
+        let mut controller = Controller::new(Fixed(0), &source, scaler);
+        controller.step(Duration::from_secs(1)).await;
+        assert_eq!(
+            scaler.state().await.unwrap().desired,
+            1,
+            "{}",
+            scaler.name()
+        );
+    });
+}
