@@ -6,9 +6,13 @@
 //! and applies the answer within its bounds, retries a failed set with backoff, and in a
 //! dry run only says what it would do. [`MemoryScaler`] and [`MemorySource`] are always
 //! compiled: the test doubles for other crates, and the reference every scaler's tests
-//! compare against (`testkit::scaler_conformance`).
+//! compare against (`testkit::scaler_conformance`). [`PrometheusSource`] reads our
+//! servers' `/metrics` pages (Triton's `nv_inference_*` series) and turns two scrapes into
+//! a request rate, a mean in-flight count (Little's law over the request-duration counter)
+//! and the queue.
 
 mod controller;
+mod prometheus;
 
 use std::sync::Mutex;
 
@@ -16,6 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use controller::{Applied, Controller, ControllerConfig, Step};
+pub use prometheus::{PrometheusSource, Totals};
 
 use crate::error::{Error, Result};
 use crate::policy::Metrics;
@@ -76,7 +81,8 @@ pub trait MetricsSource: Send + Sync {
     /// A short name for logs and errors.
     fn name(&self) -> String;
 
-    /// The latest metrics.
+    /// The latest metrics. Their `at` need not be set: the controller stamps what it
+    /// collects with its own clock.
     async fn scrape(&self) -> Result<Metrics>;
 }
 

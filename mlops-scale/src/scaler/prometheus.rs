@@ -1,0 +1,300 @@
+//! Metrics from our servers' Prometheus endpoints (Triton's `nv_inference_*` names).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{MetricsSource, lock};
+use crate::error::{Error, Result};
+use crate::policy::Metrics;
+
+/// The largest metrics page read (a server with many models writes a few hundred KiB).
+const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// One model's counters summed over the endpoints (and its versions), at one scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Requests answered, successes and failures (`nv_inference_request_success` +
+    /// `nv_inference_request_failure`).
+    pub requests: f64,
+    /// Cumulative time requests spent in the server, in microseconds
+    /// (`nv_inference_request_duration_us`).
+    pub request_duration_us: f64,
+    /// Requests waiting now (`nv_inference_pending_request_count`).
+    pub pending: f64,
+}
+
+impl Totals {
+    /// The metrics between an earlier scrape and this one, `elapsed` apart: the request
+    /// rate, and the mean requests in the server (their time in it per second, by
+    /// Little's law). A counter that went down (a reloaded model starts from zero) counts
+    /// from zero, as Prometheus' `rate()` does. The counters give no percentile, so
+    /// `latency_ms` is left out.
+    pub fn since(&self, earlier: &Totals, elapsed: Duration) -> Metrics {
+        let dt = elapsed.as_secs_f64().max(1e-9);
+        let delta = |now: f64, then: f64| if now >= then { now - then } else { now };
+        Metrics {
+            at: Duration::ZERO,
+            window: elapsed,
+            request_rate_rps: Some(delta(self.requests, earlier.requests) / dt),
+            in_flight: Some(
+                delta(self.request_duration_us, earlier.request_duration_us) / 1e6 / dt,
+            ),
+            queue_depth: Some(self.pending),
+            latency_ms: None,
+            utilization: Vec::new(),
+        }
+    }
+}
+
+/// Reads one model's figures from the `/metrics` pages of the servers that serve it, and
+/// turns two scrapes into rates. Every endpoint must answer: a scrape with one down fails
+/// (the controller then holds on the last metrics) rather than under-count the demand.
+#[derive(Debug)]
+pub struct PrometheusSource {
+    urls: Vec<Endpoint>,
+    model: String,
+    timeout: Duration,
+    previous: Mutex<Option<(Instant, Totals)>>,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    url: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Endpoint> {
+    let bad = |reason: &str| Error::InvalidConfig {
+        what: "metrics url",
+        reason: format!("'{url}': {reason}"),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("only http:// is read"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/metrics"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number"))?,
+        ),
+        None => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok(Endpoint {
+        url: url.to_string(),
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// The samples of an exposition page: `name{labels} value`, comments skipped.
+pub(crate) fn parse_page(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.find('}') {
+            Some(end) => (&line[..=end], line[end + 1..].trim()),
+            None => match line.split_once(char::is_whitespace) {
+                Some((s, v)) => (s, v.trim()),
+                None => continue,
+            },
+        };
+        let Some(value) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.trim_end_matches('}');
+                let map = labels
+                    .split(',')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                    })
+                    .collect();
+                (name, map)
+            }
+            None => (series, BTreeMap::new()),
+        };
+        out.push((name.to_string(), labels, value));
+    }
+    out
+}
+
+impl PrometheusSource {
+    /// A source for `model` over these metrics URLs (`http://host:port/metrics`; a URL
+    /// without a path reads `/metrics`).
+    pub fn new<I, U>(urls: I, model: impl Into<String>) -> Result<Self>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let urls: Vec<Endpoint> = urls
+            .into_iter()
+            .map(|u| parse_url(u.as_ref()))
+            .collect::<Result<_>>()?;
+        if urls.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "metrics url",
+                reason: "at least one is needed".to_string(),
+            });
+        }
+        Ok(PrometheusSource {
+            urls,
+            model: model.into(),
+            timeout: Duration::from_secs(2),
+            previous: Mutex::new(None),
+        })
+    }
+
+    /// The same with another timeout per endpoint (default 2 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn page(&self, endpoint: &Endpoint) -> Result<String> {
+        let failed = |reason: String| Error::Metrics {
+            source_name: endpoint.url.clone(),
+            reason,
+        };
+        let fetch = async {
+            let mut stream =
+                tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                    .await
+                    .map_err(|e| failed(format!("connect: {e}")))?;
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
+                endpoint.path, endpoint.host, endpoint.port
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| failed(format!("write: {e}")))?;
+            let mut body = Vec::new();
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| failed(format!("read: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+                if body.len() > MAX_PAGE_BYTES {
+                    return Err(failed(format!("the page is over {MAX_PAGE_BYTES} bytes")));
+                }
+            }
+            Ok::<Vec<u8>, Error>(body)
+        };
+        let raw = tokio::time::timeout(self.timeout, fetch)
+            .await
+            .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))??;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| failed("not an HTTP response".to_string()))?;
+        let status = head.lines().next().unwrap_or_default();
+        if !status.contains(" 200") {
+            return Err(failed(format!("answered '{status}'")));
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            return Ok(dechunk(body));
+        }
+        Ok(body.to_string())
+    }
+
+    /// The model's counters now, summed over every endpoint and version.
+    pub async fn totals(&self) -> Result<Totals> {
+        let mut totals = Totals::default();
+        let mut seen = false;
+        for endpoint in &self.urls {
+            let page = self.page(endpoint).await?;
+            for (name, labels, value) in parse_page(&page) {
+                if labels.get("model").map(String::as_str) != Some(self.model.as_str()) {
+                    continue;
+                }
+                seen = true;
+                match name.as_str() {
+                    "nv_inference_request_success" | "nv_inference_request_failure" => {
+                        totals.requests += value
+                    }
+                    "nv_inference_request_duration_us" => totals.request_duration_us += value,
+                    "nv_inference_pending_request_count" => totals.pending += value,
+                    _ => {}
+                }
+            }
+        }
+        if !seen {
+            return Err(Error::Metrics {
+                source_name: self.name(),
+                reason: format!("no series for model '{}'", self.model),
+            });
+        }
+        Ok(totals)
+    }
+}
+
+/// The body of a chunked transfer, joined.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[async_trait]
+impl MetricsSource for PrometheusSource {
+    fn name(&self) -> String {
+        let urls: Vec<&str> = self.urls.iter().map(|e| e.url.as_str()).collect();
+        format!("prometheus {} ({})", self.model, urls.join(", "))
+    }
+
+    /// The rates since the previous scrape; the first scrape has only the queue. `at` is
+    /// left at zero: the [`Controller`](super::Controller) stamps it with its own clock.
+    async fn scrape(&self) -> Result<Metrics> {
+        let totals = self.totals().await?;
+        let now = Instant::now();
+        let previous = lock(&self.previous).replace((now, totals));
+        Ok(match previous {
+            Some((then, earlier)) => totals.since(&earlier, now.duration_since(then)),
+            None => Metrics {
+                queue_depth: Some(totals.pending),
+                ..Metrics::default()
+            },
+        })
+    }
+}
