@@ -92,12 +92,7 @@ fn decide(c: &mut Criterion) {
         PolicyConfig::Capacity(CapacityConfig::new(40.0, 100.0)),
     ] {
         let mut policy = config.build().expect("policy");
-        let name = match config {
-            PolicyConfig::Utilization(_) => "utilization",
-            PolicyConfig::Concurrency(_) => "concurrency",
-            PolicyConfig::OngoingRequests(_) => "ongoing_requests",
-            PolicyConfig::Capacity(_) => "capacity",
-        };
+        let name = config.kind();
         let mut t = 0.0;
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -212,17 +212,7 @@ fn run() -> Result<bool, BoxError> {
             trace.mean_rps(),
             trace.peak_rps(10.0)
         );
-        // Every run starts from the same steady state: the replicas the first 30 s need at
-        // the profiled capacity, so no policy pays for a cold fleet at time zero.
-        let opening = trace.arrivals().iter().take_while(|t| **t < 30.0).count() as f64 / 30.0;
-        let initial = ((opening / capacity.capacity_rps).ceil() as u32).max(1);
-        let sim = Simulator::builder(replica.clone())
-            .latency_target_ms(report.latency_target_ms)
-            .percentile(report.percentile)
-            .cold_start(Duration::from_secs_f64(args.cold_start_s))
-            .initial_replicas(initial)
-            .seed(args.seed)
-            .build()?;
+        let sim = simulator(replica.clone(), &report, &args, &capacity, trace)?;
         let comparison = compare(&sim, trace, &capacity, &CompareConfig::default())?;
         let table = comparison.table();
         println!("{table}");
@@ -267,14 +257,13 @@ fn run() -> Result<bool, BoxError> {
     // The classic failure: the same replicas, had their utilisation topped out at 60% (a
     // GPU server that cannot drive its GPU harder), under the HPA's default 70% target.
     let trace = &traces[0];
-    let opening = trace.arrivals().iter().take_while(|t| **t < 30.0).count() as f64 / 30.0;
-    let capped = Simulator::builder(replica.clone().with_utilization_at_saturation(0.6))
-        .latency_target_ms(report.latency_target_ms)
-        .percentile(report.percentile)
-        .cold_start(Duration::from_secs_f64(args.cold_start_s))
-        .initial_replicas(((opening / capacity.capacity_rps).ceil() as u32).max(1))
-        .seed(args.seed)
-        .build()?;
+    let capped = simulator(
+        replica.clone().with_utilization_at_saturation(0.6),
+        &report,
+        &args,
+        &capacity,
+        trace,
+    )?;
     println!(
         "
 the same replicas with utilisation topping out at 60%, on {}:",
@@ -291,7 +280,9 @@ the same replicas with utilisation topping out at 60%, on {}:",
     ] {
         let mut built = policy.build()?;
         let sim = match policy {
-            PolicyConfig::Utilization(_) => capped.with_scrape_interval(Duration::from_secs(15)),
+            PolicyConfig::Utilization(_) => {
+                capped.with_scrape_interval(CompareConfig::default().utilization_scrape)
+            }
             _ => capped.clone(),
         };
         let r = sim.run(trace, &mut built);
@@ -309,6 +300,27 @@ the same replicas with utilisation topping out at 60%, on {}:",
         println!("json: {}", path.display());
     }
     Ok(all_met || !args.check)
+}
+
+/// A simulator of `replica` for `trace`. Every run starts from the same steady state: the
+/// replicas the first 30 s need at the profiled capacity, so no policy pays for a cold
+/// fleet at time zero.
+fn simulator(
+    replica: ReplicaModel,
+    report: &ProfileReport,
+    args: &Args,
+    capacity: &CapacityConfig,
+    trace: &Trace,
+) -> Result<Simulator, BoxError> {
+    let opening = trace.arrivals().iter().take_while(|t| **t < 30.0).count() as f64 / 30.0;
+    let initial = ((opening / capacity.capacity_rps).ceil() as u32).max(1);
+    Ok(Simulator::builder(replica)
+        .latency_target_ms(report.latency_target_ms)
+        .percentile(report.percentile)
+        .cold_start(Duration::from_secs_f64(args.cold_start_s))
+        .initial_replicas(initial)
+        .seed(args.seed)
+        .build()?)
 }
 
 /// The targets: the capacity policy keeps 99% within the latency target, on at most 75%

@@ -102,7 +102,7 @@ impl Comparison {
     pub fn hand_tuned(&self, kind: &str) -> Option<&PolicyRun> {
         self.runs
             .iter()
-            .find(|r| r.role == Role::HandTuned && kind_of(&r.config) == kind)
+            .find(|r| r.role == Role::HandTuned && r.config.kind() == kind)
     }
 
     /// The capacity policy's replica-seconds over a hand-tuned run's, when both exist.
@@ -151,15 +151,6 @@ fn role_name(role: Role) -> &'static str {
         Role::Sweep => "sweep",
         Role::HandTuned => "best hand-tuned",
         Role::Capacity => "from the profile",
-    }
-}
-
-fn kind_of(config: &PolicyConfig) -> &'static str {
-    match config {
-        PolicyConfig::Utilization(_) => "utilization",
-        PolicyConfig::Concurrency(_) => "concurrency",
-        PolicyConfig::OngoingRequests(_) => "ongoing_requests",
-        PolicyConfig::Capacity(_) => "capacity",
     }
 }
 
@@ -248,7 +239,7 @@ pub fn compare(
             .enumerate()
             .filter(|(_, r)| {
                 r.role == Role::Sweep
-                    && kind_of(&r.config) == kind
+                    && r.config.kind() == kind
                     && r.report.slo_attainment >= config.goal
             })
             .min_by(|(_, a), (_, b)| {

@@ -31,14 +31,10 @@ fn check(models: &[ModelDemand], gpu: &GpuSpec, placement: &Placement) {
     }
 }
 
-#[test]
-fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
-    // A half serves 90 req/s (180 per GPU, the most per share), a quarter 40, a whole
-    // GPU 150. 120 req/s: two halves (100% of a GPU) by efficiency; a half and a quarter
-    // (130 req/s, 75%) at best. With a second model that needs one quarter, the greedy
-    // answer takes 2 GPUs and the best 1.
-    let gpu = GpuSpec::new(80 * GB);
-    let models = vec![
+/// A half-GPU replica serves 90 req/s (180 per GPU, the most per share), a quarter 40, a
+/// whole GPU 150; the detector needs 120 req/s, the tagger one quarter.
+fn detector_and_tagger() -> Vec<ModelDemand> {
+    vec![
         ModelDemand::new(
             "detector",
             120.0,
@@ -49,7 +45,17 @@ fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
             ],
         ),
         ModelDemand::new("tagger", 30.0, vec![Variant::new(0.25, 30.0, 4 * GB)]),
-    ];
+    ]
+}
+
+#[test]
+fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
+    // A half serves 90 req/s (180 per GPU, the most per share), a quarter 40, a whole
+    // GPU 150. 120 req/s: two halves (100% of a GPU) by efficiency; a half and a quarter
+    // (130 req/s, 75%) at best. With a second model that needs one quarter, the greedy
+    // answer takes 2 GPUs and the best 1.
+    let gpu = GpuSpec::new(80 * GB);
+    let models = detector_and_tagger();
     let greedy = first_fit(&models, &gpu).unwrap();
     check(&models, &gpu, &greedy);
     assert_eq!(greedy.gpus, 2);
@@ -81,18 +87,7 @@ fn the_mix_matters_when_the_most_efficient_share_rounds_badly() {
 fn the_gpu_limit_applies_to_the_best_placement_not_the_greedy_one() {
     // The greedy answer needs 2 GPUs, the best 1: with one GPU available it still packs.
     let gpu = GpuSpec::new(80 * GB).with_max_gpus(1);
-    let models = vec![
-        ModelDemand::new(
-            "detector",
-            120.0,
-            vec![
-                Variant::new(1.0, 150.0, 8 * GB),
-                Variant::new(0.5, 90.0, 6 * GB),
-                Variant::new(0.25, 40.0, 5 * GB),
-            ],
-        ),
-        ModelDemand::new("tagger", 30.0, vec![Variant::new(0.25, 30.0, 4 * GB)]),
-    ];
+    let models = detector_and_tagger();
     assert!(matches!(
         first_fit(&models, &gpu),
         Err(Error::TooManyGpus {

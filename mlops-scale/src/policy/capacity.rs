@@ -227,10 +227,8 @@ pub struct Capacity {
     recommendations: Window<u32>,
     /// Observed rates, one per scrape.
     rates: Window<f64>,
-    last_metrics: Option<Duration>,
     /// Observed latencies, one per scrape.
     latencies: Window<f64>,
-    last_latency: Option<Duration>,
     /// The scale-down window in force, and when it was last lengthened.
     down_window: Duration,
     lengthened_at: Option<Duration>,
@@ -245,9 +243,7 @@ impl Capacity {
         Ok(Capacity {
             recommendations: Window::default(),
             rates: Window::default(),
-            last_metrics: None,
             latencies: Window::default(),
-            last_latency: None,
             down_window: config.scale_down_window,
             lengthened_at: None,
             last_down: None,
@@ -270,10 +266,7 @@ impl Capacity {
     /// Whether every latency scraped over the guard window, this one included, reached
     /// `near`.
     fn latency_near(&mut self, at: Duration, latency: f64, near: f64) -> bool {
-        if self.last_latency != Some(at) {
-            self.latencies.push(at, latency);
-            self.last_latency = Some(at);
-        }
+        self.latencies.push_scrape(at, latency);
         self.latencies.trim(at, self.config.guard_window);
         let (n, all) = self
             .latencies
@@ -286,16 +279,9 @@ impl Capacity {
     /// by the time a replica asked for now is ready.
     fn forecast(&mut self, at: Duration, rate: f64) -> (f64, f64) {
         let c = &self.config;
-        if self.last_metrics != Some(at) {
-            self.rates.push(at, rate);
-            self.last_metrics = Some(at);
-        }
+        self.rates.push_scrape(at, rate);
         self.rates.trim(at, c.trend_window.max(c.rate_window));
-        let (sum, n) = self
-            .rates
-            .since(at, c.rate_window)
-            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-        let level = if n == 0 { rate } else { sum / n as f64 };
+        let level = self.rates.mean(at, c.rate_window).unwrap_or(rate);
         // Least squares over the trend window, in seconds before `at`.
         let points: Vec<(f64, f64)> = self
             .rates

@@ -106,7 +106,6 @@ pub struct Concurrency {
     samples: Window<f64>,
     panic_since: Option<Duration>,
     max_panic_pods: u32,
-    last_metrics: Option<Duration>,
 }
 
 impl Concurrency {
@@ -118,7 +117,6 @@ impl Concurrency {
             samples: Window::default(),
             panic_since: None,
             max_panic_pods: 0,
-            last_metrics: None,
         })
     }
 
@@ -154,18 +152,9 @@ impl Policy for Concurrency {
             Err(why) => return Decision::stale(observation, c.bounds, why),
         };
         // Each scrape enters the windows once, however often the policy is asked.
-        if self.last_metrics != Some(at) {
-            self.samples.push(at, in_flight);
-            self.last_metrics = Some(at);
-        }
+        self.samples.push_scrape(at, in_flight);
         self.samples.trim(now, c.stable_window);
-        let mean = |span| {
-            let (sum, n) = self
-                .samples
-                .since(now, span)
-                .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-            if n == 0 { 0.0 } else { sum / n as f64 }
-        };
+        let mean = |span| self.samples.mean(now, span).unwrap_or(0.0);
         let stable = mean(c.stable_window);
         let panic = mean(self.panic_window());
         let per_replica = c.target * c.target_utilization;

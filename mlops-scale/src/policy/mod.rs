@@ -258,6 +258,16 @@ impl PolicyConfig {
         })
     }
 
+    /// Its `kind` tag: `utilization`, `concurrency`, `ongoing_requests` or `capacity`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyConfig::Utilization(_) => "utilization",
+            PolicyConfig::Concurrency(_) => "concurrency",
+            PolicyConfig::OngoingRequests(_) => "ongoing_requests",
+            PolicyConfig::Capacity(_) => "capacity",
+        }
+    }
+
     /// The replica range it keeps to.
     pub fn bounds(&self) -> Bounds {
         match self {
@@ -343,9 +353,27 @@ pub(crate) struct Window<T> {
     items: VecDeque<(Duration, T)>,
 }
 
+impl Window<f64> {
+    /// The mean of the values at or after `now - span`, if there are any.
+    pub(crate) fn mean(&self, now: Duration, span: Duration) -> Option<f64> {
+        let (sum, n) = self
+            .since(now, span)
+            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        (n > 0).then(|| sum / n as f64)
+    }
+}
+
 impl<T: Copy> Window<T> {
     pub(crate) fn push(&mut self, at: Duration, value: T) {
         self.items.push_back((at, value));
+    }
+
+    /// Pushes a scraped value once: a policy asked several times per scrape must not
+    /// count the same sample twice.
+    pub(crate) fn push_scrape(&mut self, at: Duration, value: T) {
+        if self.items.back().is_none_or(|(t, _)| *t != at) {
+            self.items.push_back((at, value));
+        }
     }
 
     /// Drops what is older than `span` before `now`.

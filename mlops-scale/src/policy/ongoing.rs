@@ -75,7 +75,6 @@ impl OngoingRequestsConfig {
 pub struct OngoingRequests {
     config: OngoingRequestsConfig,
     samples: Window<f64>,
-    last_metrics: Option<Duration>,
     /// Since when the current direction has been wanted: positive up, negative down.
     wanted_since: Option<(Duration, bool)>,
 }
@@ -87,7 +86,6 @@ impl OngoingRequests {
         Ok(OngoingRequests {
             config,
             samples: Window::default(),
-            last_metrics: None,
             wanted_since: None,
         })
     }
@@ -124,16 +122,9 @@ impl Policy for OngoingRequests {
                 return Decision::stale(observation, c.bounds, why);
             }
         };
-        if self.last_metrics != Some(at) {
-            self.samples.push(at, in_flight);
-            self.last_metrics = Some(at);
-        }
+        self.samples.push_scrape(at, in_flight);
         self.samples.trim(now, c.look_back_period);
-        let (sum, n) = self
-            .samples
-            .since(now, c.look_back_period)
-            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-        let ongoing = if n == 0 { 0.0 } else { sum / n as f64 };
+        let ongoing = self.samples.mean(now, c.look_back_period).unwrap_or(0.0);
         let current = observation.desired;
         let raw = c
             .bounds
