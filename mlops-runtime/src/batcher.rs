@@ -131,6 +131,10 @@ struct Queue {
     /// Instances waiting on `ready`: a notification (a futex syscall) is only sent when
     /// one is there to receive it.
     idle: usize,
+    /// Instances asked to leave: the next ones to look for work exit instead.
+    retiring: usize,
+    /// Instances serving, less those retiring.
+    instances: usize,
 }
 
 struct Shared {
@@ -165,6 +169,8 @@ impl Shared {
 pub struct Batcher {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Instances started so far, to number their threads.
+    spawned: AtomicUsize,
 }
 
 impl Batcher {
@@ -210,38 +216,116 @@ impl Batcher {
                 items: VecDeque::new(),
                 closed: false,
                 idle: 0,
+                retiring: 0,
+                instances: 0,
             }),
             queued: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
             ready: Condvar::new(),
             stats: ModelStats::default(),
         });
-        let mut threads = Vec::with_capacity(sessions.len());
-        for (index, session) in sessions.into_iter().enumerate() {
-            let for_thread = Arc::clone(&shared);
+        let batcher = Batcher {
+            shared,
+            threads: Mutex::new(Vec::new()),
+            spawned: AtomicUsize::new(0),
+        };
+        if let Err(e) = batcher.spawn(sessions) {
+            // Stop the instances already started rather than leak them.
+            batcher.shutdown();
+            return Err(e);
+        }
+        Ok(batcher)
+    }
+
+    /// Starts one thread per session; each counts as an instance once started.
+    fn spawn(&self, sessions: Vec<Box<dyn ModelSession>>) -> Result<()> {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        // Threads of retired instances have exited or are finishing a batch: forget those
+        // that are done so the list does not grow with every resize.
+        threads.retain(|t| !t.is_finished());
+        for session in sessions {
+            let index = self.spawned.fetch_add(1, Ordering::Relaxed);
+            let for_thread = Arc::clone(&self.shared);
+            // Counted before the thread runs, so a retirement cannot reach a count of 0.
+            self.shared.lock().instances += 1;
             let spawned = std::thread::Builder::new()
-                .name(format!("{model}#{index}"))
+                .name(format!("{}#{index}", self.shared.model))
                 .spawn(move || instance_loop(&for_thread, session));
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
-                    // Stop the instances already started rather than leak them.
-                    shared.lock().closed = true;
-                    shared.ready.notify_all();
-                    for thread in threads {
-                        let _ = thread.join();
-                    }
+                    self.shared.lock().instances -= 1;
                     return Err(Error::Load {
-                        model,
+                        model: self.shared.model.clone(),
                         reason: format!("cannot start instance thread: {e}"),
                     });
                 }
             }
         }
-        Ok(Batcher {
-            shared,
-            threads: Mutex::new(threads),
-        })
+        Ok(())
+    }
+
+    /// Adds instances that serve the same queue, at once: nothing queued or running is
+    /// disturbed. The sessions must be instances of this model (the same signature and
+    /// device, and batches at least as large as the batcher forms). Returns the instances
+    /// now serving.
+    pub fn add_instances(&self, sessions: Vec<Box<dyn ModelSession>>) -> Result<usize> {
+        let shared = &self.shared;
+        for session in &sessions {
+            let limit = session.max_batch_size();
+            let reason = if session.signature() != &shared.signature {
+                Some("its signature differs from the model's".to_owned())
+            } else if session.device() != shared.device {
+                Some(format!(
+                    "it runs on {:?}, the model's instances on {:?}",
+                    session.device(),
+                    shared.device
+                ))
+            } else if shared.max_rows > 0 && limit < shared.max_rows {
+                Some(format!(
+                    "it takes batches of {limit}, the batcher forms {}",
+                    shared.max_rows
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Resize {
+                    model: shared.model.clone(),
+                    reason: format!("cannot add the instance: {reason}"),
+                });
+            }
+        }
+        if shared.lock().closed {
+            return Err(Error::ShuttingDown {
+                model: shared.model.clone(),
+            });
+        }
+        self.spawn(sessions)?;
+        Ok(self.instances())
+    }
+
+    /// Retires `count` instances: each finishes the batch it is running and exits, and the
+    /// others go on taking the queue, so no request is dropped. At least one instance must
+    /// stay. Returns the instances now serving.
+    pub fn remove_instances(&self, count: usize) -> Result<usize> {
+        let mut queue = self.shared.lock();
+        if count >= queue.instances {
+            return Err(Error::Resize {
+                model: self.shared.model.clone(),
+                reason: format!(
+                    "cannot remove {count} of its {} instances: at least one must stay",
+                    queue.instances
+                ),
+            });
+        }
+        queue.instances -= count;
+        queue.retiring += count;
+        let now = queue.instances;
+        drop(queue);
+        // Sleeping instances must look at the count to leave.
+        self.shared.ready.notify_all();
+        Ok(now)
     }
 
     /// How requests are queued and batched.
@@ -251,7 +335,7 @@ impl Batcher {
 
     /// How many instances (sessions, each on its own thread) serve the queue.
     pub fn instances(&self) -> usize {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shared.lock().instances
     }
 
     /// The model's name.
@@ -508,6 +592,10 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
     spin_for_work(shared);
     let mut queue = shared.lock();
     let first = loop {
+        if queue.retiring > 0 {
+            queue.retiring -= 1;
+            return None;
+        }
         match take_first(shared, &mut queue) {
             Some(first) => break first,
             None if queue.closed => return None,

@@ -36,6 +36,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A model's instances could not be added or removed; those serving are unchanged.
+    #[error("cannot resize model '{model}': {reason}")]
+    Resize {
+        /// The model's name.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The backend failed while running a batch.
     #[error("model '{model}' failed to run: {reason}")]
     Inference {

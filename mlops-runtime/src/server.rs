@@ -81,8 +81,18 @@ pub struct RepositoryReport {
 pub struct ModelServer {
     runtimes: HashMap<ModelFormat, Arc<dyn InferenceRuntime>>,
     models: RwLock<BTreeMap<String, Versions>>,
-    platforms: RwLock<HashMap<(String, u64), String>>,
+    loaded: RwLock<HashMap<(String, u64), Loaded>>,
+    /// Held while instances are added or removed, so two resizes do not both add.
+    resizing: std::sync::Mutex<()>,
     stopped: std::sync::atomic::AtomicBool,
+}
+
+/// Where a served version came from: what new instances of it load.
+struct Loaded {
+    platform: String,
+    format: ModelFormat,
+    manifest: Arc<ModelManifest>,
+    root: PathBuf,
 }
 
 impl ModelServer {
@@ -137,12 +147,17 @@ impl ModelServer {
             .map(|_| runtime.load(manifest, root))
             .collect::<Result<Vec<_>>>()?;
         let batcher = Arc::new(Batcher::start(name.clone(), sessions, spec.batcher)?);
-        self.platforms
+        self.loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 (name.clone(), spec.version),
-                platform_of(manifest.entry.format, runtime.name()),
+                Loaded {
+                    platform: platform_of(manifest.entry.format, runtime.name()),
+                    format: manifest.entry.format,
+                    manifest: Arc::new(manifest.clone()),
+                    root: root.to_path_buf(),
+                },
             );
         let replaced = self
             .write()
@@ -280,7 +295,7 @@ impl ModelServer {
                 if versions.is_empty() {
                     models.remove(name);
                 }
-                self.platforms
+                self.loaded
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&(name.to_owned(), v));
@@ -293,6 +308,10 @@ impl ModelServer {
                 {
                     removed.close();
                 }
+                self.loaded
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(n, _), _| n != name);
             }
         }
         Ok(())
@@ -376,11 +395,61 @@ impl ModelServer {
     /// The platform serving `name` at `version`, in Triton's words where it has one
     /// (`onnxruntime_onnx`), else `<runtime>_<format>`.
     pub fn platform(&self, name: &str, version: u64) -> Option<String> {
-        self.platforms
+        self.loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(name.to_owned(), version))
-            .cloned()
+            .map(|l| l.platform.clone())
+    }
+
+    /// Serves `name` at `version` (or its latest) with `instances` instances: adds or
+    /// retires the difference on its running batcher, so nothing queued or running is
+    /// dropped and its statistics go on. New instances load from the files the version was
+    /// loaded from; retired ones finish their batch first. Returns the instances now
+    /// serving. Loads sessions: call from a blocking thread in async code.
+    pub fn set_instances(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        instances: usize,
+    ) -> Result<usize> {
+        let _one_at_a_time = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
+        let version = self.served_version(name, version)?;
+        let batcher = self.get(name, Some(version))?;
+        if instances == 0 {
+            return Err(Error::Resize {
+                model: name.to_owned(),
+                reason: "at least one instance must serve it (unload it to stop serving)"
+                    .to_owned(),
+            });
+        }
+        let now = batcher.instances();
+        if instances < now {
+            return batcher.remove_instances(now - instances);
+        }
+        if instances == now {
+            return Ok(now);
+        }
+        let (format, manifest, root) = {
+            let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+            let Some(l) = loaded.get(&(name.to_owned(), version)) else {
+                return Err(Error::ModelNotFound {
+                    name: name.to_owned(),
+                    version: Some(version),
+                });
+            };
+            (l.format, Arc::clone(&l.manifest), l.root.clone())
+        };
+        let Some(runtime) = self.runtimes.get(&format) else {
+            return Err(Error::Resize {
+                model: name.to_owned(),
+                reason: format!("no runtime serves {format} entries any more"),
+            });
+        };
+        let sessions = (now..instances)
+            .map(|_| runtime.load(&manifest, &root))
+            .collect::<Result<Vec<_>>>()?;
+        batcher.add_instances(sessions)
     }
 
     /// Marks the server not ready (readiness probes fail, so load balancers stop sending)

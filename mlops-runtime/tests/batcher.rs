@@ -483,3 +483,87 @@ async fn a_queue_delay_does_not_outlive_a_deadline() {
     assert!(matches!(answer, Err(Error::Timeout { .. })), "{answer:?}");
     assert_eq!(batcher.stats().inference_count, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_added_and_retired_under_load_drop_no_request() {
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let instance = || -> Box<dyn ModelSession> {
+        Box::new(Recording {
+            inner: EchoSession::new(echo_signature(Dim::Fixed(2)))
+                .unwrap()
+                .with_delay(Duration::from_millis(10)),
+            threads: Arc::clone(&threads),
+        })
+    };
+    let batcher = Arc::new(
+        Batcher::start(
+            "echo",
+            vec![instance()],
+            BatcherConfig::default().with_max_batch_size(1),
+        )
+        .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let b = Arc::clone(&batcher);
+        tasks.push(tokio::spawn(async move {
+            let out = b.infer(request(1, i * 2)).await.unwrap();
+            (i, out)
+        }));
+    }
+    settle(&batcher, 60, 59).await;
+    assert_eq!(
+        batcher
+            .add_instances(vec![instance(), instance(), instance()])
+            .unwrap(),
+        4
+    );
+    // Retire three while most requests still wait: each finishes its batch and leaves.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(batcher.queued() > 10, "{} still queued", batcher.queued());
+    assert_eq!(batcher.remove_instances(3).unwrap(), 1);
+    assert_eq!(batcher.instances(), 1);
+    for task in tasks {
+        let (i, out) = task.await.unwrap();
+        assert_eq!(out[0].to_vec::<i32>().unwrap(), vec![i * 2, i * 2 + 1]);
+    }
+    let stats = batcher.stats();
+    assert_eq!(
+        (
+            stats.execution_count,
+            stats.request_success,
+            stats.request_failure
+        ),
+        (60, 60, 0)
+    );
+    let mut names: Vec<String> = threads.lock().unwrap().iter().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["echo#0", "echo#1", "echo#2", "echo#3"]);
+    // It grows again after shrinking, on new threads.
+    assert_eq!(batcher.add_instances(vec![instance()]).unwrap(), 2);
+    batcher.infer(request(1, 0)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_that_would_leave_no_instance_or_mix_models_is_refused() {
+    let batcher = Batcher::start(
+        "echo",
+        vec![echo(0), echo(0)],
+        BatcherConfig::default().with_max_batch_size(4),
+    )
+    .unwrap();
+    let err = batcher.remove_instances(2).unwrap_err();
+    assert!(matches!(err, Error::Resize { .. }), "{err}");
+    assert!(err.to_string().contains("at least one must stay"), "{err}");
+    assert_eq!(batcher.instances(), 2);
+
+    let other = Box::new(EchoSession::new(echo_signature(Dim::Fixed(3))).unwrap());
+    let err = batcher.add_instances(vec![other]).unwrap_err();
+    assert!(err.to_string().contains("signature differs"), "{err}");
+    assert_eq!(batcher.instances(), 2);
+
+    assert_eq!(batcher.remove_instances(1).unwrap(), 1);
+    batcher.shutdown();
+    let err = batcher.add_instances(vec![echo(0)]).unwrap_err();
+    assert!(matches!(err, Error::ShuttingDown { .. }), "{err}");
+}

@@ -193,3 +193,60 @@ async fn a_repository_loads_what_it_can_serve_and_says_what_it_skipped() {
         assert_close(got, want, 1e-5, 1e-4).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_grow_and_shrink_under_load_without_a_failed_request() {
+    let server = Arc::new(server());
+    let spec = ModelSpec::default().with_batcher(BatcherConfig::default().with_max_batch_size(8));
+    server.load_path(&testdata("mlp.onnx"), spec).unwrap();
+    let golden = Golden::load("mlp").unwrap();
+    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+    let expected = golden.outputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (server, stop, answered) = (
+            Arc::clone(&server),
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+        );
+        let (row, expected) = (row.clone(), expected.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let out = server.infer("mlp", None, vec![row.clone()]).await.unwrap();
+                assert_close(&out[0], &expected, 1e-5, 1e-4).unwrap();
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for instances in [3, 4, 2, 1, 3, 1] {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let s = Arc::clone(&server);
+        let now = tokio::task::spawn_blocking(move || s.set_instances("mlp", None, instances))
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push((now, server.get("mlp", None).unwrap().instances()));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(seen, [(3, 3), (4, 4), (2, 2), (1, 1), (3, 3), (1, 1)]);
+    let stats = server.stats("mlp", None).unwrap();
+    let answered = answered.load(Ordering::Relaxed);
+    assert!(answered > 100, "{answered} answered");
+    // One batcher throughout: its counters span every resize.
+    assert_eq!(stats.request_success, answered);
+    assert_eq!(stats.request_failure, 0);
+
+    let err = server.set_instances("mlp", None, 0).unwrap_err();
+    assert!(matches!(err, Error::Resize { .. }), "{err}");
+    let err = server.set_instances("nope", None, 2).unwrap_err();
+    assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
+    assert_eq!(server.get("mlp", None).unwrap().instances(), 1);
+}
