@@ -133,6 +133,18 @@ impl CapacityConfig {
         Self::from_profile_config(report, &recommendation.config_id)
     }
 
+    /// [`from_profile`](Self::from_profile) for a profile that must be of `model`: a
+    /// profile of another model is refused, since its capacity says nothing of this one.
+    pub fn from_profile_of(report: &ProfileReport, model: &str) -> Result<Self> {
+        if report.model.name != model {
+            return Err(Error::Profile(format!(
+                "the profile is of model '{}', not '{model}'",
+                report.model.name
+            )));
+        }
+        Self::from_profile(report)
+    }
+
     /// From one configuration of a profile, by its id.
     pub fn from_profile_config(report: &ProfileReport, config_id: &str) -> Result<Self> {
         let profile = report.config(config_id).ok_or_else(|| {

@@ -9,9 +9,12 @@
 //! compare against (`testkit::scaler_conformance`). [`PrometheusSource`] reads our
 //! servers' `/metrics` pages (Triton's `nv_inference_*` series) and turns two scrapes into
 //! a request rate, a mean in-flight count (Little's law over the request-duration counter)
-//! and the queue.
+//! and the queue. [`Local`] (feature `local`) grows and shrinks the instances of a model in
+//! a `ModelServer` of this process.
 
 mod controller;
+#[cfg(feature = "local")]
+mod local;
 mod prometheus;
 
 use std::sync::Mutex;
@@ -20,6 +23,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use controller::{Applied, Controller, ControllerConfig, Step};
+#[cfg(feature = "local")]
+pub use local::Local;
 pub use prometheus::{PrometheusSource, Totals};
 
 use crate::error::{Error, Result};
