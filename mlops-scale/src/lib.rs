@@ -19,11 +19,15 @@
 //! - [`chart`]: demand, replicas and latency over time, as SVG;
 //! - [`scaler`]: the [`Scaler`](scaler::Scaler) trait, the controller loop that applies a
 //!   policy, and in-memory scalers and metrics;
+//! - `keda` (feature `keda`): KEDA's external scaler, answering from live metrics and the
+//!   capacity policy;
 //! - `testkit` (feature `testkit`): the checks every policy passes.
 
 pub mod chart;
 pub mod compare;
 mod error;
+#[cfg(feature = "keda")]
+pub mod keda;
 pub mod packing;
 pub mod policy;
 pub mod scaler;

@@ -154,11 +154,13 @@ fn rates_between_two_scrapes_and_a_counter_reset() {
         requests: 100.0,
         request_duration_us: 2_000_000.0,
         pending: 1.0,
+        ..Totals::default()
     };
     let later = Totals {
         requests: 300.0,
         request_duration_us: 6_000_000.0,
         pending: 4.0,
+        ..Totals::default()
     };
     let m = later.since(&earlier, Duration::from_secs(2));
     assert_eq!(m.request_rate_rps, Some(100.0));
@@ -170,6 +172,7 @@ fn rates_between_two_scrapes_and_a_counter_reset() {
         requests: 50.0,
         request_duration_us: 1_000_000.0,
         pending: 0.0,
+        ..Totals::default()
     };
     assert_eq!(
         reset.since(&later, Duration::from_secs(1)).request_rate_rps,
@@ -191,4 +194,29 @@ fn only_plain_http_urls_are_taken() {
     }
     assert!(PrometheusSource::new(Vec::<String>::new(), "m").is_err());
     assert!(PrometheusSource::new(["http://127.0.0.1:8002"], "m").is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_name_reads_every_address_and_counts_the_servers() {
+    let (a, url_a) = serve().await;
+    let (b, url_b) = serve().await;
+    infer(&a, 3).await;
+    infer(&b, 4).await;
+    // `dns+` resolves the host at every scrape (here an address, which names itself).
+    let resolved = url_a.replacen("http://", "dns+http://", 1);
+    let source = PrometheusSource::new([resolved.as_str(), url_b.as_str()], "mlp").unwrap();
+    assert_eq!(source.replicas_seen(), Some(0));
+    let totals = source.totals().await.unwrap();
+    assert_eq!((totals.requests, totals.endpoints), (7.0, 2));
+    source.scrape().await.unwrap();
+    assert_eq!(source.replicas_seen(), Some(2));
+    // Rates are summed per server.
+    infer(&a, 5).await;
+    infer(&b, 5).await;
+    let m = source.scrape().await.unwrap();
+    let answered = m.request_rate_rps.unwrap() * m.window.as_secs_f64();
+    assert!((answered - 10.0).abs() < 1e-6, "{m:?}");
+
+    let err = PrometheusSource::new(["dns+https://x:1/metrics"], "mlp").unwrap_err();
+    assert!(err.to_string().contains("dns+http://"), "{err}");
 }

@@ -147,6 +147,11 @@ impl<P: Policy, M: MetricsSource, S: Scaler> Controller<P, M, S> {
         &self.scaler
     }
 
+    /// The last metrics collected (stamped with the step's clock), if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
     /// One step at `now` (any clock, the same at every call).
     pub async fn step(&mut self, now: Duration) -> Step {
         match self.source.scrape().await {

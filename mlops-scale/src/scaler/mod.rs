@@ -89,6 +89,12 @@ pub trait MetricsSource: Send + Sync {
     /// The latest metrics. Their `at` need not be set: the controller stamps what it
     /// collects with its own clock.
     async fn scrape(&self) -> Result<Metrics>;
+
+    /// The servers the last scrape read, where the source counts them (a scaler that does
+    /// not own the replicas, such as KEDA's, learns them this way).
+    fn replicas_seen(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[async_trait]
@@ -98,6 +104,9 @@ impl<M: MetricsSource + ?Sized> MetricsSource for std::sync::Arc<M> {
     }
     async fn scrape(&self) -> Result<Metrics> {
         (**self).scrape().await
+    }
+    fn replicas_seen(&self) -> Option<u32> {
+        (**self).replicas_seen()
     }
 }
 
@@ -109,9 +118,12 @@ impl<M: MetricsSource + ?Sized> MetricsSource for &M {
     async fn scrape(&self) -> Result<Metrics> {
         (**self).scrape().await
     }
+    fn replicas_seen(&self) -> Option<u32> {
+        (**self).replicas_seen()
+    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -25,6 +25,8 @@ pub struct Totals {
     pub request_duration_us: f64,
     /// Requests waiting now (`nv_inference_pending_request_count`).
     pub pending: f64,
+    /// The servers that answered.
+    pub endpoints: u32,
 }
 
 impl Totals {
@@ -53,12 +55,17 @@ impl Totals {
 /// Reads one model's figures from the `/metrics` pages of the servers that serve it, and
 /// turns two scrapes into rates. Every endpoint must answer: a scrape with one down fails
 /// (the controller then holds on the last metrics) rather than under-count the demand.
+///
+/// A URL written `dns+http://name:port/metrics` is resolved at every scrape and each
+/// address it names is read: a Kubernetes headless Service lists every ready pod that
+/// way, so the sum follows the pods as they come and go.
 #[derive(Debug)]
 pub struct PrometheusSource {
     urls: Vec<Endpoint>,
     model: String,
     timeout: Duration,
-    previous: Mutex<Option<(Instant, Totals)>>,
+    previous: Mutex<Option<(Instant, BTreeMap<String, Totals>)>>,
+    endpoints: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +74,8 @@ struct Endpoint {
     host: String,
     port: u16,
     path: String,
+    /// Read every address the host resolves to.
+    resolve: bool,
 }
 
 fn parse_url(url: &str) -> Result<Endpoint> {
@@ -74,9 +83,13 @@ fn parse_url(url: &str) -> Result<Endpoint> {
         what: "metrics url",
         reason: format!("'{url}': {reason}"),
     };
-    let rest = url
+    let (resolve, rest) = match url.strip_prefix("dns+") {
+        Some(rest) => (true, rest),
+        None => (false, url),
+    };
+    let rest = rest
         .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// is read"))?;
+        .ok_or_else(|| bad("only http:// (or dns+http://) is read"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/metrics"),
@@ -97,6 +110,7 @@ fn parse_url(url: &str) -> Result<Endpoint> {
         host: host.to_string(),
         port,
         path: path.to_string(),
+        resolve,
     })
 }
 
@@ -164,6 +178,7 @@ impl PrometheusSource {
             model: model.into(),
             timeout: Duration::from_secs(2),
             previous: Mutex::new(None),
+            endpoints: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -173,16 +188,46 @@ impl PrometheusSource {
         self
     }
 
-    async fn page(&self, endpoint: &Endpoint) -> Result<String> {
+    /// The addresses to read for an endpoint: every one its name resolves to, or the name
+    /// itself.
+    async fn addresses(&self, endpoint: &Endpoint) -> Result<Vec<String>> {
+        let plain = format!("{}:{}", endpoint.host, endpoint.port);
+        if !endpoint.resolve {
+            return Ok(vec![plain]);
+        }
+        let lookup = tokio::net::lookup_host(plain.as_str());
+        let found = tokio::time::timeout(self.timeout, lookup)
+            .await
+            .map_err(|_| Error::Metrics {
+                source_name: endpoint.url.clone(),
+                reason: format!(
+                    "{} did not resolve within {:?}",
+                    endpoint.host, self.timeout
+                ),
+            })?;
+        // A headless Service with no ready pod has no address: no server, no demand seen.
+        let mut addresses: Vec<String> = match found {
+            Ok(found) => found.map(|a| a.to_string()).collect(),
+            Err(_) => Vec::new(),
+        };
+        addresses.sort();
+        addresses.dedup();
+        Ok(addresses)
+    }
+
+    async fn page(&self, endpoint: &Endpoint, address: &str) -> Result<String> {
         let failed = |reason: String| Error::Metrics {
-            source_name: endpoint.url.clone(),
+            source_name: if endpoint.resolve {
+                format!("{} ({address})", endpoint.url)
+            } else {
+                endpoint.url.clone()
+            },
             reason,
         };
         let fetch = async {
-            let mut stream =
-                tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-                    .await
-                    .map_err(|e| failed(format!("connect: {e}")))?;
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .map_err(|e| failed(format!("connect: {e}")))?;
             let request = format!(
                 "GET {} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
                 endpoint.path, endpoint.host, endpoint.port
@@ -230,11 +275,40 @@ impl PrometheusSource {
 
     /// The model's counters now, summed over every endpoint and version.
     pub async fn totals(&self) -> Result<Totals> {
-        let mut totals = Totals::default();
-        let mut seen = false;
+        let by_server = self.totals_by_server().await?;
+        let mut sum = Totals {
+            endpoints: u32::try_from(by_server.len()).unwrap_or(u32::MAX),
+            ..Totals::default()
+        };
+        for t in by_server.values() {
+            sum.requests += t.requests;
+            sum.request_duration_us += t.request_duration_us;
+            sum.pending += t.pending;
+        }
+        Ok(sum)
+    }
+
+    /// The model's counters at each server that answered, by address.
+    async fn totals_by_server(&self) -> Result<BTreeMap<String, Totals>> {
+        let mut pages = Vec::new();
         for endpoint in &self.urls {
-            let page = self.page(endpoint).await?;
-            for (name, labels, value) in parse_page(&page) {
+            for address in self.addresses(endpoint).await? {
+                let page = self.page(endpoint, &address).await?;
+                pages.push((address, page));
+            }
+        }
+        self.endpoints.store(
+            u32::try_from(pages.len()).unwrap_or(u32::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut out = BTreeMap::new();
+        let mut seen = false;
+        for (address, page) in &pages {
+            let mut totals = Totals {
+                endpoints: 1,
+                ..Totals::default()
+            };
+            for (name, labels, value) in parse_page(page) {
                 if labels.get("model").map(String::as_str) != Some(self.model.as_str()) {
                     continue;
                 }
@@ -248,14 +322,16 @@ impl PrometheusSource {
                     _ => {}
                 }
             }
+            out.insert(address.clone(), totals);
         }
-        if !seen {
+        // Only resolved names can list no server: nothing serves, so nothing is asked.
+        if !seen && !pages.is_empty() {
             return Err(Error::Metrics {
                 source_name: self.name(),
                 reason: format!("no series for model '{}'", self.model),
             });
         }
-        Ok(totals)
+        Ok(out)
     }
 }
 
@@ -285,16 +361,42 @@ impl MetricsSource for PrometheusSource {
 
     /// The rates since the previous scrape; the first scrape has only the queue. `at` is
     /// left at zero: the [`Controller`](super::Controller) stamps it with its own clock.
+    ///
+    /// Rates are taken per server and summed, as Prometheus' `sum(rate(…))`: a server that
+    /// left takes its counters with it without looking like a reset of the others, and
+    /// one that joined counts from zero.
     async fn scrape(&self) -> Result<Metrics> {
-        let totals = self.totals().await?;
+        let now_totals = self.totals_by_server().await?;
         let now = Instant::now();
-        let previous = lock(&self.previous).replace((now, totals));
-        Ok(match previous {
-            Some((then, earlier)) => totals.since(&earlier, now.duration_since(then)),
-            None => Metrics {
-                queue_depth: Some(totals.pending),
+        let previous = lock(&self.previous).replace((now, now_totals.clone()));
+        let pending: f64 = now_totals.values().map(|t| t.pending).sum();
+        let Some((then, earlier)) = previous else {
+            return Ok(Metrics {
+                queue_depth: Some(pending),
                 ..Metrics::default()
-            },
-        })
+            });
+        };
+        let elapsed = now.duration_since(then);
+        let mut metrics = Metrics {
+            window: elapsed,
+            request_rate_rps: Some(0.0),
+            in_flight: Some(0.0),
+            queue_depth: Some(pending),
+            ..Metrics::default()
+        };
+        for (address, totals) in &now_totals {
+            let base = earlier.get(address).copied().unwrap_or_default();
+            let part = totals.since(&base, elapsed);
+            let add = |a: &mut Option<f64>, b: Option<f64>| {
+                *a = Some(a.unwrap_or(0.0) + b.unwrap_or(0.0))
+            };
+            add(&mut metrics.request_rate_rps, part.request_rate_rps);
+            add(&mut metrics.in_flight, part.in_flight);
+        }
+        Ok(metrics)
+    }
+
+    fn replicas_seen(&self) -> Option<u32> {
+        Some(self.endpoints.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
