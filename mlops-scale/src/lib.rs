@@ -19,6 +19,8 @@
 //! - [`chart`]: demand, replicas and latency over time, as SVG;
 //! - [`scaler`]: the [`Scaler`](scaler::Scaler) trait, the controller loop that applies a
 //!   policy, and in-memory scalers and metrics;
+//! - [`manifests`]: the Deployment, HPA, KEDA ScaledObject and Knative Service for a
+//!   profile, as YAML;
 //! - `keda` (feature `keda`): KEDA's external scaler, answering from live metrics and the
 //!   capacity policy;
 //! - `testkit` (feature `testkit`): the checks every policy passes.
@@ -28,6 +30,7 @@ pub mod compare;
 mod error;
 #[cfg(feature = "keda")]
 pub mod keda;
+pub mod manifests;
 pub mod packing;
 pub mod policy;
 pub mod scaler;

@@ -10,9 +10,12 @@
 //! servers' `/metrics` pages (Triton's `nv_inference_*` series) and turns two scrapes into
 //! a request rate, a mean in-flight count (Little's law over the request-duration counter)
 //! and the queue. [`Local`] (feature `local`) grows and shrinks the instances of a model in
-//! a `ModelServer` of this process.
+//! a `ModelServer` of this process; [`Kubernetes`] (feature `kube`) sets a Deployment's
+//! replicas through the scale subresource.
 
 mod controller;
+#[cfg(feature = "kube")]
+mod kubernetes;
 #[cfg(feature = "local")]
 mod local;
 mod prometheus;
@@ -23,6 +26,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use controller::{Applied, Controller, ControllerConfig, Step};
+#[cfg(feature = "kube")]
+pub use kubernetes::Kubernetes;
 #[cfg(feature = "local")]
 pub use local::Local;
 pub use prometheus::{PrometheusSource, Totals};
