@@ -459,12 +459,10 @@ pub fn generate(report: &ProfileReport, config: &ManifestConfig) -> Result<Manif
             json!(format!("{}s", idle.as_secs().max(1)));
     }
     let mut knative_container = container.clone();
-    // Knative routes one port and probes it itself.
+    // Knative routes one port; probes may only name that one, by number.
     knative_container["ports"] = json!([{ "name": "http1", "containerPort": HTTP_PORT }]);
     for probe in ["readinessProbe", "livenessProbe"] {
-        knative_container[probe]["httpGet"]
-            .as_object_mut()
-            .map(|o| o.remove("port"));
+        knative_container[probe]["httpGet"]["port"] = json!(HTTP_PORT);
     }
     if let Some(o) = knative_container.as_object_mut() {
         o.remove("startupProbe");
