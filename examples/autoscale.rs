@@ -5,9 +5,15 @@
 //!
 //! ```text
 //! cargo run --release --example autoscale -- [--trace FILE] [--profile REPORT.json] [--json OUT] [--out DIR]
+//! cargo run --release --example autoscale -- --manifests DIR [--profile REPORT.json]
 //! ```
 //!
 //! Flags:
+//! - `--manifests DIR`: write the Kubernetes objects for the profile instead (one YAML file
+//!   each: Deployment, Service, headless Service, HPA, KEDA ScaledObject, Knative Service;
+//!   see docs/autoscaling.md), with `--image IMAGE`, `--namespace NS`, `--name NAME`,
+//!   `--max-replicas N`, `--keda-scaler HOST:PORT` and `--scale-to-zero S` (idle seconds
+//!   before KEDA and Knative may scale to zero; off unless given);
 //! - `--trace FILE`: arrival times in seconds, one per line (default
 //!   `testdata/traces/bursty.txt`, ten minutes of bursty traffic);
 //! - `--profile REPORT.json`: an `mlops-profile` report (default
@@ -48,6 +54,8 @@ struct Args {
     cold_start_s: f64,
     seed: u64,
     check: bool,
+    manifests: Option<PathBuf>,
+    manifest: mlops::scale::manifests::ManifestConfig,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -62,6 +70,8 @@ fn parse() -> Result<Args, BoxError> {
         cold_start_s: 10.0,
         seed: 0,
         check: false,
+        manifests: None,
+        manifest: mlops::scale::manifests::ManifestConfig::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +86,25 @@ fn parse() -> Result<Args, BoxError> {
             "--stress" => args.stress = true,
             "--check" => args.check = true,
             "--json" => args.json = Some(value()?.into()),
+            "--manifests" => args.manifests = Some(value()?.into()),
+            "--image" => args.manifest.image = value()?,
+            "--namespace" => args.manifest.namespace = value()?,
+            "--name" => args.manifest.name = Some(value()?),
+            "--keda-scaler" => args.manifest.keda_scaler_address = value()?,
+            "--max-replicas" => {
+                let v = value()?;
+                args.manifest.bounds.max_replicas =
+                    v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        format!("--max-replicas takes a count of 1 or more, not '{v}'")
+                    })?;
+            }
+            "--scale-to-zero" => {
+                let v = value()?;
+                let s: u64 = v.parse().ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    format!("--scale-to-zero takes idle seconds (1 or more), not '{v}'")
+                })?;
+                args.manifest.scale_to_zero_after = Some(Duration::from_secs(s));
+            }
             "--out" => args.out = value()?.into(),
             "--cold-start" => {
                 let v = value()?;
@@ -95,7 +124,7 @@ fn parse() -> Result<Args, BoxError> {
             }
             "--help" | "-h" => {
                 println!(
-                    "usage: autoscale [--trace FILE] [--profile REPORT.json] [--generated] [--stress] [--json OUT] [--out DIR] [--cold-start S] [--seed N] [--check]"
+                    "usage: autoscale [--trace FILE] [--profile REPORT.json] [--generated] [--stress] [--json OUT] [--out DIR] [--cold-start S] [--seed N] [--check]\n       autoscale --manifests DIR [--profile REPORT.json] [--image IMAGE] [--namespace NS] [--name NAME] [--max-replicas N] [--keda-scaler HOST:PORT] [--scale-to-zero S]"
                 );
                 std::process::exit(0);
             }
@@ -123,6 +152,28 @@ fn run() -> Result<bool, BoxError> {
     let text = std::fs::read_to_string(&args.profile)
         .map_err(|e| format!("{}: {e}", args.profile.display()))?;
     let report = ProfileReport::from_json(&text)?;
+    if let Some(dir) = &args.manifests {
+        let manifests = mlops::scale::manifests::generate(&report, &args.manifest)?;
+        let recommendation = report
+            .recommendation
+            .as_ref()
+            .ok_or("the profile recommends nothing")?;
+        println!(
+            "{} in {} as {}: {:.1} req/s per pod at p{} <= {} ms; autoscalers aim at {:.1} req/s per pod ({:.0}%)",
+            report.model.name,
+            args.manifest.namespace,
+            recommendation.config_id,
+            recommendation.capacity_rps,
+            report.percentile,
+            report.latency_target_ms,
+            manifests.target_rps,
+            args.manifest.target_ratio * 100.0
+        );
+        for path in manifests.write(dir)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(true);
+    }
     let capacity = CapacityConfig::from_profile(&report)?
         .with_startup_time(Duration::from_secs_f64(args.cold_start_s));
     let replica = ReplicaModel::from_profile(&report)?;
