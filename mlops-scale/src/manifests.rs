@@ -159,7 +159,7 @@ fn object_name(raw: &str) -> Result<String> {
 /// CPU as a quantity: whole cores, else millicores.
 fn cpu_quantity(cores: f64) -> String {
     let milli = (cores * 1000.0).ceil() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -2,6 +2,9 @@
 //! on 127.0.0.1 from the profiler's load generator, metrics read from the server's own
 //! `/metrics` page, instances added and retired in the running server.
 
+// The test prints the timeline it saw.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

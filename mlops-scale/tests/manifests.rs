@@ -2,6 +2,9 @@
 //! round-trip through, and the official Kubernetes schemas (PyPI's `kubernetes-validate`,
 //! in the Python that `MLOPS_TEST_PYTHON` names) they pass.
 
+// A skipped check says why on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::path::Path;
 use std::time::Duration;
 
