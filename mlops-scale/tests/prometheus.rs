@@ -220,3 +220,45 @@ async fn a_resolved_name_reads_every_address_and_counts_the_servers() {
     let err = PrometheusSource::new(["dns+https://x:1/metrics"], "mlp").unwrap_err();
     assert!(err.to_string().contains("dns+http://"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_and_gpu_figures_become_utilisation_per_server() {
+    // A real server's page: its process CPU seconds, over the one core it is given.
+    let (server, url) = serve().await;
+    let source = PrometheusSource::new([&url], "mlp")
+        .unwrap()
+        .with_cpu_cores(1.0);
+    let first = source.totals().await.unwrap();
+    assert!(first.cpu_seconds.is_some(), "{first:?}");
+    assert_eq!(first.gpu_utilization, None);
+    source.scrape().await.unwrap();
+    infer(&server, 50).await;
+    let m = source.scrape().await.unwrap();
+    assert_eq!(m.utilization.len(), 1, "{m:?}");
+    assert!((0.0..=2.0).contains(&m.utilization[0]), "{m:?}");
+
+    // A page with GPU figures (as Triton writes them): their mean, instead of the CPU.
+    let page = "# TYPE nv_gpu_utilization gauge\n\
+        nv_gpu_utilization{gpu_uuid=\"GPU-a\"} 0.5\n\
+        nv_gpu_utilization{gpu_uuid=\"GPU-b\"} 0.7\n\
+        process_cpu_seconds_total 12\n\
+        nv_inference_request_success{model=\"mlp\",version=\"1\"} 10\n";
+    let url = fixed_server(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{page}",
+        page.len()
+    ))
+    .await;
+    let gpu = PrometheusSource::new([&url], "mlp")
+        .unwrap()
+        .with_cpu_cores(2.0);
+    let totals = gpu.totals().await.unwrap();
+    assert!(
+        (totals.gpu_utilization.unwrap() - 0.6).abs() < 1e-12,
+        "{totals:?}"
+    );
+    assert_eq!(totals.cpu_seconds, Some(12.0));
+    gpu.scrape().await.unwrap();
+    let m = gpu.scrape().await.unwrap();
+    assert_eq!(m.utilization.len(), 1);
+    assert!((m.utilization[0] - 0.6).abs() < 1e-12, "{m:?}");
+}

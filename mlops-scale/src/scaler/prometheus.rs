@@ -27,6 +27,11 @@ pub struct Totals {
     pub pending: f64,
     /// The servers that answered.
     pub endpoints: u32,
+    /// CPU seconds the server process has used (`process_cpu_seconds`), where it says.
+    pub cpu_seconds: Option<f64>,
+    /// The mean utilisation of the server's GPUs, 0 to 1 (Triton's `nv_gpu_utilization`),
+    /// where it says.
+    pub gpu_utilization: Option<f64>,
 }
 
 impl Totals {
@@ -66,6 +71,7 @@ pub struct PrometheusSource {
     timeout: Duration,
     previous: Mutex<Option<(Instant, BTreeMap<String, Totals>)>>,
     endpoints: std::sync::atomic::AtomicU32,
+    cpu_cores: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,7 +185,16 @@ impl PrometheusSource {
             timeout: Duration::from_secs(2),
             previous: Mutex::new(None),
             endpoints: std::sync::atomic::AtomicU32::new(0),
+            cpu_cores: None,
         })
+    }
+
+    /// The cores each server is given (a profile's `cpu_cores`): a server without GPU
+    /// figures then reports its CPU use over them as its utilisation, for the policies
+    /// that scale on it.
+    pub fn with_cpu_cores(mut self, cores: f64) -> Self {
+        self.cpu_cores = Some(cores).filter(|c| c.is_finite() && *c > 0.0);
+        self
     }
 
     /// The same with another timeout per endpoint (default 2 s).
@@ -273,17 +288,28 @@ impl PrometheusSource {
         Ok(body.to_string())
     }
 
-    /// The model's counters now, summed over every endpoint and version.
+    /// The model's counters now, summed over every endpoint and version; the CPU seconds
+    /// summed where every server gives them, the GPU utilisation the mean of those that do.
     pub async fn totals(&self) -> Result<Totals> {
         let by_server = self.totals_by_server().await?;
         let mut sum = Totals {
             endpoints: u32::try_from(by_server.len()).unwrap_or(u32::MAX),
+            cpu_seconds: Some(0.0),
             ..Totals::default()
         };
+        let mut gpus = Vec::new();
         for t in by_server.values() {
             sum.requests += t.requests;
             sum.request_duration_us += t.request_duration_us;
             sum.pending += t.pending;
+            sum.cpu_seconds = sum.cpu_seconds.zip(t.cpu_seconds).map(|(a, b)| a + b);
+            gpus.extend(t.gpu_utilization);
+        }
+        if by_server.is_empty() {
+            sum.cpu_seconds = None;
+        }
+        if !gpus.is_empty() {
+            sum.gpu_utilization = Some(gpus.iter().sum::<f64>() / gpus.len() as f64);
         }
         Ok(sum)
     }
@@ -308,7 +334,16 @@ impl PrometheusSource {
                 endpoints: 1,
                 ..Totals::default()
             };
+            let (mut gpus, mut cpu, mut cpu_total) = (Vec::new(), None, None);
             for (name, labels, value) in parse_page(page) {
+                // Process and GPU figures belong to the server, not to a model.
+                match name.as_str() {
+                    // Our servers write the exact figure as a gauge beside the counter.
+                    "process_cpu_seconds" => cpu = Some(value),
+                    "process_cpu_seconds_total" => cpu_total = Some(value),
+                    "nv_gpu_utilization" => gpus.push(value),
+                    _ => {}
+                }
                 if labels.get("model").map(String::as_str) != Some(self.model.as_str()) {
                     continue;
                 }
@@ -321,6 +356,10 @@ impl PrometheusSource {
                     "nv_inference_pending_request_count" => totals.pending += value,
                     _ => {}
                 }
+            }
+            totals.cpu_seconds = cpu.or(cpu_total);
+            if !gpus.is_empty() {
+                totals.gpu_utilization = Some(gpus.iter().sum::<f64>() / gpus.len() as f64);
             }
             out.insert(address.clone(), totals);
         }
@@ -392,6 +431,17 @@ impl MetricsSource for PrometheusSource {
             };
             add(&mut metrics.request_rate_rps, part.request_rate_rps);
             add(&mut metrics.in_flight, part.in_flight);
+            // Utilisation per server: its GPUs where it reports them, else its CPU use
+            // over the cores it was given.
+            let cpu = match (totals.cpu_seconds, base.cpu_seconds, self.cpu_cores) {
+                (Some(now), Some(then), Some(cores)) if now >= then && elapsed > Duration::ZERO => {
+                    Some((now - then) / elapsed.as_secs_f64() / cores)
+                }
+                _ => None,
+            };
+            if let Some(u) = totals.gpu_utilization.or(cpu) {
+                metrics.utilization.push(u);
+            }
         }
         Ok(metrics)
     }
