@@ -187,3 +187,31 @@ async fn the_capacity_policy_grows_and_shrinks_a_real_server_under_real_load() {
          instances over time: {seen:.1?}"
     );
 }
+
+#[test]
+fn the_local_scaler_passes_the_conformance_checks() {
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).expect("ONNX Runtime");
+    let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
+    server
+        .load_path(&testdata("mlp.onnx"), ModelSpec::default())
+        .expect("the bundled MLP");
+    let scaler = Local::new(server.clone(), "mlp").unwrap();
+    mlops_scale::testkit::scaler_conformance(&scaler);
+    assert_eq!(
+        server.get("mlp", None).unwrap().instances() as u32,
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(scaler.state())
+            .unwrap()
+            .desired
+    );
+
+    // Zero is refused (unload the model to stop serving it), and so is a model not served.
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(scaler.set_replicas(0))
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one instance"), "{err}");
+    let err = Local::new(server, "resnet").unwrap_err();
+    assert!(err.to_string().contains("'resnet'"), "{err}");
+}

@@ -595,3 +595,17 @@ fn min_replicas_zero_is_allowed_only_when_asked_for() {
     let d = policy.decide(secs(100.0), &with_load(100.0, 1, 1, 0.0, 0.0));
     assert_eq!(d.replicas, 0, "{}", d.reason);
 }
+
+#[test]
+fn a_profile_of_another_model_is_refused_by_name() {
+    let report = vision_profile();
+    let err = CapacityConfig::from_profile_of(&report, "resnet").unwrap_err();
+    assert!(matches!(err, Error::Profile(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the profile is of model 'vision', not 'resnet'"),
+        "{err}"
+    );
+    let config = CapacityConfig::from_profile_of(&report, "vision").unwrap();
+    assert_eq!(config, CapacityConfig::from_profile(&report).unwrap());
+}
