@@ -160,7 +160,7 @@ async fn the_capacity_policy_grows_and_shrinks_a_real_server_under_real_load() {
         "{rps} req/s on one instance's {capacity:.1}: {sets:?}"
     );
     assert!(peak <= 4, "bounds kept: {sets:?}");
-    // Up while the load runs (never before it), down to one only after it stopped.
+    // Up while the load runs (never before it), back to one only after it stopped.
     let (first_at, from, to) = sets[0];
     assert!(
         to > from && first_at >= load_began,
@@ -173,9 +173,12 @@ async fn the_capacity_policy_grows_and_shrinks_a_real_server_under_real_load() {
         "{sets:?} (load until {load_ended:?})"
     );
     assert!(back_at < load_ended + Duration::from_secs(15), "{sets:?}");
-    for &(at, from, to) in &sets {
-        if to < from {
-            assert!(at >= load_ended, "a scale-down during the load: {sets:?}");
+    // While the load runs, never below what its rate needs (a queue that built up may
+    // have asked for more, and it may give those back once drained).
+    let needed = (rps / (0.85 * capacity)).ceil() as u32;
+    for &(at, _, to) in &sets {
+        if at >= sets[0].0 && at < load_ended {
+            assert!(to >= needed, "below {needed} during the load: {sets:?}");
         }
     }
     assert_eq!(server.get("vision", None).unwrap().instances(), 1);
