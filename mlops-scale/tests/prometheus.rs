@@ -235,7 +235,12 @@ async fn process_and_gpu_figures_become_utilisation_per_server() {
     infer(&server, 50).await;
     let m = source.scrape().await.unwrap();
     assert_eq!(m.utilization.len(), 1, "{m:?}");
-    assert!((0.0..=2.0).contains(&m.utilization[0]), "{m:?}");
+    // The test process's own CPU (every test in it, counted in 10-ms ticks over a few
+    // milliseconds): only its sign and finiteness are certain here.
+    assert!(
+        m.utilization[0] >= 0.0 && m.utilization[0].is_finite(),
+        "{m:?}"
+    );
 
     // A page with GPU figures (as Triton writes them): their mean, instead of the CPU.
     let page = "# TYPE nv_gpu_utilization gauge\n\
