@@ -49,7 +49,10 @@ fn local(c: &mut Criterion) {
     group.bench_function("hot_swap_two_instances", |b| {
         b.iter(|| {
             server
-                .load_path(&testdata("vision.onnx"), ModelSpec::default().with_instances(2))
+                .load_path(
+                    &testdata("vision.onnx"),
+                    ModelSpec::default().with_instances(2),
+                )
                 .expect("reload")
         })
     });
@@ -65,7 +68,11 @@ fn keda(c: &mut Criterion) {
             .expect("a port");
         let addr = listener.local_addr().expect("its address");
         let app = router(server.clone(), HttpConfig::default());
-        tokio::spawn(mlops::runtime::http::serve(listener, app, std::future::pending()));
+        tokio::spawn(mlops::runtime::http::serve(
+            listener,
+            app,
+            std::future::pending(),
+        ));
         let url = format!("http://{addr}/metrics");
         let source = PrometheusSource::new([&url], "vision").expect("a source");
         let config = CapacityConfig::new(40.0, 100.0);

@@ -95,6 +95,32 @@ async fn the_latest_version_answers_a_request_without_one() {
     assert!(server.unload("m", None).is_err());
 }
 
+/// Eight clients that ask the MLP for one row and check the answer until `stop`; each
+/// answer counts in `answered`.
+fn mlp_clients(
+    server: &Arc<ModelServer>,
+    stop: &Arc<AtomicBool>,
+    answered: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let golden = Golden::load("mlp").unwrap();
+    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+    let expected = golden.outputs[0].split_batch(&[1, 3]).unwrap().remove(0);
+    (0..8)
+        .map(|_| {
+            let (server, stop, answered) =
+                (Arc::clone(server), Arc::clone(stop), Arc::clone(answered));
+            let (row, expected) = (row.clone(), expected.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = server.infer("mlp", None, vec![row.clone()]).await.unwrap();
+                    assert_close(&out[0], &expected, 1e-5, 1e-4).unwrap();
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_fails_no_request() {
     let server = Arc::new(server());
@@ -104,28 +130,9 @@ async fn hot_swap_under_load_fails_no_request() {
     server
         .load_path(&testdata("mlp.onnx"), spec.clone())
         .unwrap();
-    let golden = Golden::load("mlp").unwrap();
-    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
-    let expected = golden.outputs[0].split_batch(&[1, 3]).unwrap().remove(0);
-
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        let (server, stop, answered) = (
-            Arc::clone(&server),
-            Arc::clone(&stop),
-            Arc::clone(&answered),
-        );
-        let (row, expected) = (row.clone(), expected.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let out = server.infer("mlp", None, vec![row.clone()]).await.unwrap();
-                assert_close(&out[0], &expected, 1e-5, 1e-4).unwrap();
-                answered.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let clients = mlp_clients(&server, &stop, &answered);
     // Replace the served version five times while the clients run.
     for _ in 0..5 {
         tokio::time::sleep(std::time::Duration::from_millis(40)).await;
@@ -199,28 +206,9 @@ async fn instances_grow_and_shrink_under_load_without_a_failed_request() {
     let server = Arc::new(server());
     let spec = ModelSpec::default().with_batcher(BatcherConfig::default().with_max_batch_size(8));
     server.load_path(&testdata("mlp.onnx"), spec).unwrap();
-    let golden = Golden::load("mlp").unwrap();
-    let row = golden.inputs[0].split_batch(&[1, 3]).unwrap().remove(0);
-    let expected = golden.outputs[0].split_batch(&[1, 3]).unwrap().remove(0);
-
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        let (server, stop, answered) = (
-            Arc::clone(&server),
-            Arc::clone(&stop),
-            Arc::clone(&answered),
-        );
-        let (row, expected) = (row.clone(), expected.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let out = server.infer("mlp", None, vec![row.clone()]).await.unwrap();
-                assert_close(&out[0], &expected, 1e-5, 1e-4).unwrap();
-                answered.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let clients = mlp_clients(&server, &stop, &answered);
     let mut seen = Vec::new();
     for instances in [3, 4, 2, 1, 3, 1] {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;

@@ -232,17 +232,7 @@ pub fn generate(report: &ProfileReport, config: &ManifestConfig) -> Result<Manif
             reason: format!("must be in (0, 1], not {}", config.target_ratio),
         });
     }
-    let Some(recommendation) = &report.recommendation else {
-        return Err(Error::Profile(
-            "the report recommends no configuration: none was measured".to_string(),
-        ));
-    };
-    if !recommendation.meets_target {
-        return Err(Error::Profile(format!(
-            "no configuration meets the target of {} ms at p{}: {}",
-            report.latency_target_ms, report.percentile, recommendation.reason
-        )));
-    }
+    let recommendation = crate::policy::capacity::usable_recommendation(report)?;
     let model = &report.model.name;
     let name = object_name(config.name.as_deref().unwrap_or(model))?;
     let ns = &config.namespace;

@@ -1,15 +1,15 @@
 //! KEDA's external scaler answering a real gRPC client (built from the same proto) with
 //! figures that follow real load on a real model server's metrics endpoint.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mlops_core::ModelFormat;
-use mlops_core::testkit::{Golden, testdata};
-use mlops_runtime::http::metrics_router;
-use mlops_runtime::{EchoRuntime, ModelServer, ModelSpec};
+use mlops_core::testkit::Golden;
+use mlops_runtime::ModelServer;
 use mlops_scale::PolicyConfig;
 use mlops_scale::keda::proto::external_scaler_client::ExternalScalerClient;
 use mlops_scale::keda::proto::{GetMetricsRequest, ScaledObjectRef};
@@ -18,24 +18,8 @@ use mlops_scale::policy::{Bounds, CapacityConfig};
 use mlops_scale::scaler::PrometheusSource;
 use tonic::transport::Channel;
 
-/// Our server with the MLP's signature (an echo runtime that takes 2 ms a batch) and its
-/// metrics on a port of its own.
 async fn serve_model() -> (Arc<ModelServer>, String) {
-    let runtime = EchoRuntime::new().with_delay(Duration::from_millis(2));
-    let server = ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(runtime));
-    server
-        .load_path(&testdata("mlp.onnx"), ModelSpec::default())
-        .expect("the bundled MLP");
-    let server = Arc::new(server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("its address");
-    let app = metrics_router(server.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (server, format!("http://{addr}/metrics"))
+    common::serve_echo_mlp(Duration::from_millis(2)).await
 }
 
 /// Replicas of 20 req/s each, with windows short enough for a test.

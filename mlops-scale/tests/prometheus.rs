@@ -1,34 +1,19 @@
 //! Metrics read from a real model server's Prometheus endpoint on 127.0.0.1, and what the
 //! source does when an endpoint is down, answers an error, or lists another model.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlops_core::ModelFormat;
-use mlops_core::testkit::{Golden, testdata};
-use mlops_runtime::http::metrics_router;
-use mlops_runtime::{EchoRuntime, ModelServer, ModelSpec};
+use mlops_core::testkit::Golden;
+use mlops_runtime::ModelServer;
 use mlops_scale::Error;
 use mlops_scale::scaler::{MetricsSource, PrometheusSource, Totals};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Our server with the MLP's signature (an echo runtime: no ONNX Runtime needed) and its
-/// metrics on a port of its own.
 async fn serve() -> (Arc<ModelServer>, String) {
-    let server = ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(EchoRuntime::new()));
-    server
-        .load_path(&testdata("mlp.onnx"), ModelSpec::default())
-        .expect("the bundled MLP");
-    let server = Arc::new(server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("its address");
-    let app = metrics_router(server.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (server, format!("http://{addr}/metrics"))
+    common::serve_echo_mlp(Duration::ZERO).await
 }
 
 async fn infer(server: &ModelServer, n: usize) {

@@ -106,6 +106,25 @@ impl Default for CapacityConfig {
     }
 }
 
+/// The report's recommendation, if it meets the report's target: what the capacity policy
+/// and the cluster manifests are built from.
+pub(crate) fn usable_recommendation(
+    report: &ProfileReport,
+) -> Result<&mlops_core::profile::Recommendation> {
+    let Some(recommendation) = &report.recommendation else {
+        return Err(Error::Profile(
+            "the report recommends no configuration: none was measured".to_string(),
+        ));
+    };
+    if !recommendation.meets_target {
+        return Err(Error::Profile(format!(
+            "no configuration meets the target of {} ms at p{}: {}",
+            report.latency_target_ms, report.percentile, recommendation.reason
+        )));
+    }
+    Ok(recommendation)
+}
+
 impl CapacityConfig {
     /// A policy for replicas of `capacity_rps` each, against `latency_target_ms`.
     pub fn new(capacity_rps: f64, latency_target_ms: f64) -> Self {
@@ -119,17 +138,7 @@ impl CapacityConfig {
     /// From a profile: the recommended configuration's capacity and the report's latency
     /// target. A report whose recommendation misses the target, or has none, is refused.
     pub fn from_profile(report: &ProfileReport) -> Result<Self> {
-        let Some(recommendation) = &report.recommendation else {
-            return Err(Error::Profile(
-                "the report recommends no configuration: none was measured".to_string(),
-            ));
-        };
-        if !recommendation.meets_target {
-            return Err(Error::Profile(format!(
-                "no configuration meets the target of {} ms at p{}: {}",
-                report.latency_target_ms, report.percentile, recommendation.reason
-            )));
-        }
+        let recommendation = usable_recommendation(report)?;
         Self::from_profile_config(report, &recommendation.config_id)
     }
 

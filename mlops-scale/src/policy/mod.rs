@@ -15,7 +15,7 @@
 //! assert_eq!(policy.name(), "utilization 60%");
 //! ```
 
-mod capacity;
+pub(crate) mod capacity;
 mod concurrency;
 mod ongoing;
 mod utilization;
