@@ -202,6 +202,15 @@ async fn a_resolved_name_reads_every_address_and_counts_the_servers() {
     let answered = m.request_rate_rps.unwrap() * m.window.as_secs_f64();
     assert!((answered - 10.0).abs() < 1e-6, "{m:?}");
 
+    // A name that does not resolve fails the scrape: it never reads as no demand.
+    let unresolved = PrometheusSource::new(["dns+http://no-such-host.invalid:8000/metrics"], "mlp")
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    match unresolved.scrape().await {
+        Err(Error::Metrics { reason, .. }) => assert!(reason.contains("resolve"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+
     let err = PrometheusSource::new(["dns+https://x:1/metrics"], "mlp").unwrap_err();
     assert!(err.to_string().contains("dns+http://"), "{err}");
 }

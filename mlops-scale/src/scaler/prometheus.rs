@@ -220,11 +220,15 @@ impl PrometheusSource {
                     endpoint.host, self.timeout
                 ),
             })?;
-        // A headless Service with no ready pod has no address: no server, no demand seen.
-        let mut addresses: Vec<String> = match found {
-            Ok(found) => found.map(|a| a.to_string()).collect(),
-            Err(_) => Vec::new(),
-        };
+        // A name that does not resolve fails the scrape (the size holds) rather than
+        // read as no server and no demand: a DNS hiccup must not scale anything down.
+        let mut addresses: Vec<String> = found
+            .map_err(|e| Error::Metrics {
+                source_name: endpoint.url.clone(),
+                reason: format!("cannot resolve {}: {e}", endpoint.host),
+            })?
+            .map(|a| a.to_string())
+            .collect();
         addresses.sort();
         addresses.dedup();
         Ok(addresses)
@@ -363,8 +367,7 @@ impl PrometheusSource {
             }
             out.insert(address.clone(), totals);
         }
-        // Only resolved names can list no server: nothing serves, so nothing is asked.
-        if !seen && !pages.is_empty() {
+        if !seen {
             return Err(Error::Metrics {
                 source_name: self.name(),
                 reason: format!("no series for model '{}'", self.model),
