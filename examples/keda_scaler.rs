@@ -12,9 +12,9 @@
 //! - `--listen ADDR`: where KEDA reaches it (default `0.0.0.0:9090`);
 //! - `--metrics URL[,URL…]`: the servers' `/metrics` pages; `dns+http://NAME:PORT/metrics`
 //!   reads every address a (headless Service) name resolves to, at every scrape;
-//! - `--profile REPORT.json`: the model's `mlops-profile` report (default
-//!   `testdata/profiles/vision.json`); its recommended configuration's capacity and
-//!   latency target drive the policy;
+//! - `--profile REPORT.json`: the model's `mlops-profile` report (default: the bundled
+//!   `testdata/profiles/vision.json` of this checkout; give one in a container); its
+//!   recommended configuration's capacity and latency target drive the policy;
 //! - `--model NAME`: the model (default: the profile's), answered for ScaledObjects whose
 //!   trigger metadata names it, or none; a profile of another model is refused;
 //! - `--min-replicas N`, `--max-replicas N`: the range answered (default 1..100).

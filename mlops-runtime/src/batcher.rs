@@ -237,24 +237,42 @@ impl Batcher {
         Ok(batcher)
     }
 
-    /// Starts one thread per session; each counts as an instance once started.
+    /// Starts one thread per session; each counts as an instance once started. All or
+    /// none: if a thread cannot start, those started by this call are retired again. A
+    /// closed batcher starts none (checked under the queue's lock, so a racing shutdown
+    /// either refuses the add or joins the threads it started).
     fn spawn(&self, sessions: Vec<Box<dyn ModelSession>>) -> Result<()> {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         // Threads of retired instances have exited or are finishing a batch: forget those
         // that are done so the list does not grow with every resize.
         threads.retain(|t| !t.is_finished());
+        let mut started = 0;
         for session in sessions {
             let index = self.spawned.fetch_add(1, Ordering::Relaxed);
             let for_thread = Arc::clone(&self.shared);
-            // Counted before the thread runs, so a retirement cannot reach a count of 0.
-            self.shared.lock().instances += 1;
+            {
+                let mut queue = self.shared.lock();
+                if queue.closed {
+                    drop(queue);
+                    self.retire_started(started);
+                    return Err(Error::ShuttingDown {
+                        model: self.shared.model.clone(),
+                    });
+                }
+                // Counted before the thread runs, so a retirement cannot reach 0.
+                queue.instances += 1;
+            }
             let spawned = std::thread::Builder::new()
                 .name(format!("{}#{index}", self.shared.model))
                 .spawn(move || instance_loop(&for_thread, session));
             match spawned {
-                Ok(thread) => threads.push(thread),
+                Ok(thread) => {
+                    threads.push(thread);
+                    started += 1;
+                }
                 Err(e) => {
                     self.shared.lock().instances -= 1;
+                    self.retire_started(started);
                     return Err(Error::Load {
                         model: self.shared.model.clone(),
                         reason: format!("cannot start instance thread: {e}"),
@@ -263,6 +281,18 @@ impl Batcher {
             }
         }
         Ok(())
+    }
+
+    /// Takes back `count` instances just started by a spawn that failed.
+    fn retire_started(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut queue = self.shared.lock();
+        queue.instances -= count;
+        queue.retiring += count;
+        drop(queue);
+        self.shared.ready.notify_all();
     }
 
     /// Adds instances that serve the same queue, at once: nothing queued or running is
@@ -295,11 +325,6 @@ impl Batcher {
                     reason: format!("cannot add the instance: {reason}"),
                 });
             }
-        }
-        if shared.lock().closed {
-            return Err(Error::ShuttingDown {
-                model: shared.model.clone(),
-            });
         }
         self.spawn(sessions)?;
         Ok(self.instances())

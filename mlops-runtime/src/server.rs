@@ -82,7 +82,8 @@ pub struct ModelServer {
     runtimes: HashMap<ModelFormat, Arc<dyn InferenceRuntime>>,
     models: RwLock<BTreeMap<String, Versions>>,
     loaded: RwLock<HashMap<(String, u64), Loaded>>,
-    /// Held while instances are added or removed, so two resizes do not both add.
+    /// Held while a version is loaded or resized: two resizes do not both add, and a
+    /// resize never loads one version's files into another's batcher.
     resizing: std::sync::Mutex<()>,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -133,6 +134,7 @@ impl ModelServer {
                 reason: e.to_string(),
             });
         }
+        let _one_at_a_time = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
         let Some(runtime) = self.runtimes.get(&manifest.entry.format) else {
             return Err(Error::Load {
                 model: name,
@@ -406,7 +408,8 @@ impl ModelServer {
     /// retires the difference on its running batcher, so nothing queued or running is
     /// dropped and its statistics go on. New instances load from the files the version was
     /// loaded from; retired ones finish their batch first. Returns the instances now
-    /// serving. Loads sessions: call from a blocking thread in async code.
+    /// serving. Loads sessions: call from a blocking thread in async code. Loads and
+    /// resizes take turns, across all models.
     pub fn set_instances(
         &self,
         name: &str,

@@ -12,7 +12,7 @@
 //!   generated one does, see [`manifests`](crate::manifests));
 //! - `IsActive` / `StreamIsActive`: true, unless the trigger's metadata asks for scale to
 //!   zero with `idleAfterSeconds`: then false once no request has arrived or waited for
-//!   that long.
+//!   that long (a failed scrape counts as activity: it shows nothing either way).
 //!
 //! The trigger's metadata key `model` names the model (default: the service's default
 //! model). An unknown model or metric is a `NOT_FOUND` naming it; malformed metadata an
@@ -97,6 +97,8 @@ struct Tracked {
     controller: tokio::sync::Mutex<ModelController>,
     reported: Arc<Reported>,
     latest: Mutex<Latest>,
+    /// When it was last stepped, on `update`'s clock.
+    last_step: Mutex<Option<Duration>>,
 }
 
 #[derive(Default)]
@@ -168,6 +170,7 @@ impl KedaScaler {
             controller: tokio::sync::Mutex::new(controller),
             reported,
             latest: Mutex::new(Latest::default()),
+            last_step: Mutex::new(None),
         });
         if self.default_model.is_none() {
             self.default_model = Some(model.clone());
@@ -207,18 +210,29 @@ impl KedaScaler {
         self.models.keys().cloned().collect()
     }
 
-    /// One policy step for every model: scrape, decide, keep the answer. `now` is any
-    /// clock, the same at every call. [`run`](Self::run) calls it at the policy's period.
+    /// One policy step for every model due (a model is stepped once per its policy's
+    /// period): scrape, decide, keep the answer. `now` is any clock, the same at every
+    /// call. [`run`](Self::run) calls it at the shortest period.
     pub async fn update(&self, now: Duration) {
         for tracked in self.models.values() {
+            // Each model at its own policy's period.
+            {
+                let mut last = crate::scaler::lock(&tracked.last_step);
+                // Half a period of slack: ticks at the period itself land a hair early.
+                if last.is_some_and(|at| now + tracked.period / 2 < at + tracked.period) {
+                    continue;
+                }
+                *last = Some(now);
+            }
             let mut controller = tracked.controller.lock().await;
             let step = controller.step(now).await;
             // Fresh metrics (stamped with this step's clock) that show requests arriving
-            // or waiting keep the model active.
-            let demand = controller.metrics().is_some_and(|m| {
-                m.at == now
-                    && (m.request_rate_rps.unwrap_or(0.0) > 0.0
-                        || m.queue_depth.unwrap_or(0.0) > 0.0)
+            // or waiting keep the model active; so does a failed scrape, which shows
+            // nothing either way: an outage of the metrics must not put a model to sleep.
+            let demand = controller.metrics().is_none_or(|m| {
+                m.at != now
+                    || m.request_rate_rps.unwrap_or(0.0) > 0.0
+                    || m.queue_depth.unwrap_or(0.0) > 0.0
             });
             drop(controller);
             let mut latest = crate::scaler::lock(&tracked.latest);
@@ -231,7 +245,8 @@ impl KedaScaler {
         }
     }
 
-    /// Updates every model at the shortest policy period until `shutdown` completes.
+    /// Updates the models until `shutdown` completes: each at its policy's period (the
+    /// loop ticks at the shortest).
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         let period = self
             .models
@@ -295,7 +310,9 @@ impl KedaScaler {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         let _ = stop.send(true);
-        let _ = updater.await;
+        if let Err(e) = updater.await {
+            tracing::warn!(error = %e, "the KEDA scaler's update loop failed");
+        }
         served.map_err(|e| Error::Scaler {
             scaler: "keda".to_string(),
             reason: format!("the gRPC server failed: {e}"),
@@ -334,14 +351,14 @@ impl KedaScaler {
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "ScaledObject {}/{}: '{IDLE_KEY}' must be a positive number of seconds, not '{idle}'",
                     object.namespace, object.name
                 ))
             })?;
-        let idle = Duration::from_secs_f64(idle);
         let latest = crate::scaler::lock(&tracked.latest);
         // Before any demand, count from the service's start: a model is not put to sleep
         // the moment the scaler starts.

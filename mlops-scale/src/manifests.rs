@@ -135,8 +135,8 @@ pub fn to_yaml(value: &Value) -> Result<String> {
     })
 }
 
-/// A Kubernetes object name: lowercase alphanumerics and `-`, starting and ending with an
-/// alphanumeric, at most 63 characters.
+/// A Kubernetes object name: lowercase alphanumerics and `-`, starting with a letter
+/// (`m-` is put before a leading digit) and ending with an alphanumeric.
 fn object_name(raw: &str) -> Result<String> {
     let name: String = raw
         .to_ascii_lowercase()
@@ -144,6 +144,12 @@ fn object_name(raw: &str) -> Result<String> {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let name = name.trim_matches('-').to_string();
+    // Service names must start with a letter (RFC 1035).
+    let name = if name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("m-{name}")
+    } else {
+        name
+    };
     if name.is_empty() || name.len() > 55 {
         // The headless Service adds `-pods`: keep room for it.
         return Err(Error::InvalidConfig {
@@ -238,6 +244,12 @@ pub fn generate(report: &ProfileReport, config: &ManifestConfig) -> Result<Manif
     let ns = &config.namespace;
     let serving = &recommendation.config;
     let capacity = recommendation.capacity_rps;
+    if !(capacity.is_finite() && capacity > 0.0) {
+        return Err(Error::Profile(format!(
+            "the recommended configuration '{}' has no capacity ({capacity} req/s)",
+            recommendation.config_id
+        )));
+    }
     let target_rps = config.target_ratio * capacity;
     let model_path = config
         .model_path

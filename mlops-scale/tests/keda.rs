@@ -212,12 +212,14 @@ async fn unknown_models_metrics_and_bad_metadata_are_errors_that_name_them() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert!(err.message().contains("'gpu_utilization'"), "{err}");
 
-    let err = client
-        .is_active(object(&[("model", "mlp"), ("idleAfterSeconds", "soon")]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("idleAfterSeconds"), "{err}");
+    for bad in ["soon", "-1", "1e30", "NaN"] {
+        let err = client
+            .is_active(object(&[("model", "mlp"), ("idleAfterSeconds", bad)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(err.message().contains("idleAfterSeconds"), "{err}");
+    }
 
     // No model named: the default (the first added) answers.
     let spec = client
@@ -241,6 +243,17 @@ async fn a_metrics_endpoint_that_goes_down_holds_the_answer() {
     assert!(
         client
             .is_active(object(&[("model", "mlp")]))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+    // Even where scale to zero is asked, past its idle time: an outage of the metrics
+    // shows no idleness.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        client
+            .is_active(object(&[("model", "mlp"), ("idleAfterSeconds", "1")]))
             .await
             .unwrap()
             .into_inner()

@@ -277,4 +277,15 @@ fn a_profile_without_a_usable_recommendation_or_a_bad_setting_is_refused() {
     };
     let err = generate(&vision_profile(), &bad_ratio).unwrap_err();
     assert!(err.to_string().contains("target_ratio"), "{err}");
+    let mut no_capacity = vision_profile();
+    no_capacity.recommendation.as_mut().unwrap().capacity_rps = 0.0;
+    let err = generate(&no_capacity, &ManifestConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("has no capacity"), "{err}");
+    // A leading digit is not a Service name: it gets a letter in front.
+    let digits = ManifestConfig {
+        name: Some("3d-unet".to_string()),
+        ..ManifestConfig::default()
+    };
+    let m = generate(&vision_profile(), &digits).unwrap();
+    assert_eq!(m.service["metadata"]["name"], "m-3d-unet");
 }

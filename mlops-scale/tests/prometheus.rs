@@ -190,7 +190,7 @@ async fn a_resolved_name_reads_every_address_and_counts_the_servers() {
     // `dns+` resolves the host at every scrape (here an address, which names itself).
     let resolved = url_a.replacen("http://", "dns+http://", 1);
     let source = PrometheusSource::new([resolved.as_str(), url_b.as_str()], "mlp").unwrap();
-    assert_eq!(source.replicas_seen(), Some(0));
+    assert_eq!(source.replicas_seen(), None, "nothing read yet");
     let totals = source.totals().await.unwrap();
     assert_eq!((totals.requests, totals.endpoints), (7.0, 2));
     source.scrape().await.unwrap();

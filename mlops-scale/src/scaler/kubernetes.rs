@@ -55,11 +55,13 @@ impl Kubernetes {
     }
 
     fn failed(&self, what: &str, e: kube::Error) -> Error {
-        // Conflicts, throttling and server-side failures pass; a missing Deployment or a
-        // refused permission does not.
+        // Conflicts, throttling, server-side failures and a connection that broke pass; a
+        // missing Deployment, a refused permission, bad credentials or configuration, and
+        // an answer that is not a Deployment do not.
         let temporary = match &e {
             kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500..=599),
-            _ => true,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
         };
         Error::Scaler {
             scaler: self.name(),

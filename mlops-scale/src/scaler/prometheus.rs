@@ -184,7 +184,7 @@ impl PrometheusSource {
             model: model.into(),
             timeout: Duration::from_secs(2),
             previous: Mutex::new(None),
-            endpoints: std::sync::atomic::AtomicU32::new(0),
+            endpoints: std::sync::atomic::AtomicU32::new(u32::MAX),
             cpu_cores: None,
         })
     }
@@ -275,21 +275,25 @@ impl PrometheusSource {
         let raw = tokio::time::timeout(self.timeout, fetch)
             .await
             .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))??;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| failed("not an HTTP response".to_string()))?;
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Err(failed("not an HTTP response".to_string()));
+        };
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let body = &raw[split + 4..];
         let status = head.lines().next().unwrap_or_default();
         if !status.contains(" 200") {
             return Err(failed(format!("answered '{status}'")));
         }
-        if head
+        let chunked = head
             .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            return Ok(dechunk(body));
-        }
-        Ok(body.to_string())
+            .contains("transfer-encoding: chunked");
+        // Joined as bytes, then read as text: a chunk may end inside a character.
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        };
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// The model's counters now, summed over every endpoint and version; the CPU seconds
@@ -324,7 +328,9 @@ impl PrometheusSource {
         for endpoint in &self.urls {
             for address in self.addresses(endpoint).await? {
                 let page = self.page(endpoint, &address).await?;
-                pages.push((address, page));
+                // By URL and address: two URLs naming one server stay two entries, as
+                // they are two reads.
+                pages.push((format!("{} {address}", endpoint.url), page));
             }
         }
         self.endpoints.store(
@@ -377,19 +383,26 @@ impl PrometheusSource {
     }
 }
 
-/// The body of a chunked transfer, joined.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
+/// The body of a chunked transfer, joined; a malformed one is cut where it breaks.
+fn dechunk(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..line_end]);
+        // A size may carry extensions after a ';'.
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
             break;
         };
+        let after = &rest[line_end + 2..];
         if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&after[..n]);
+        rest = &after[n..];
+        if rest.starts_with(b"\r\n") {
+            rest = &rest[2..];
+        }
     }
     out
 }
@@ -406,7 +419,7 @@ impl MetricsSource for PrometheusSource {
     ///
     /// Rates are taken per server and summed, as Prometheus' `sum(rate(…))`: a server that
     /// left takes its counters with it without looking like a reset of the others, and
-    /// one that joined counts from zero.
+    /// one that joined counts from its second scrape.
     async fn scrape(&self) -> Result<Metrics> {
         let now_totals = self.totals_by_server().await?;
         let now = Instant::now();
@@ -427,7 +440,12 @@ impl MetricsSource for PrometheusSource {
             ..Metrics::default()
         };
         for (address, totals) in &now_totals {
-            let base = earlier.get(address).copied().unwrap_or_default();
+            // A server not read last time counts from this scrape on (a rate needs two
+            // samples): its whole history must not land in one window.
+            let Some(base) = earlier.get(address).copied() else {
+                metrics.utilization.extend(totals.gpu_utilization);
+                continue;
+            };
             let part = totals.since(&base, elapsed);
             let add = |a: &mut Option<f64>, b: Option<f64>| {
                 *a = Some(a.unwrap_or(0.0) + b.unwrap_or(0.0))
@@ -450,6 +468,7 @@ impl MetricsSource for PrometheusSource {
     }
 
     fn replicas_seen(&self) -> Option<u32> {
-        Some(self.endpoints.load(std::sync::atomic::Ordering::Relaxed))
+        // None until a scrape has read the servers.
+        Some(self.endpoints.load(std::sync::atomic::Ordering::Relaxed)).filter(|n| *n != u32::MAX)
     }
 }
