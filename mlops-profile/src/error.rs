@@ -48,6 +48,9 @@ pub enum Error {
     /// A setting that cannot work.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// A profile made for another model, version or device than the one to serve.
+    #[error("the profile does not fit: {0}")]
+    Mismatch(String),
     /// A chart could not be drawn.
     #[error("chart {chart}: {reason}")]
     Chart {

@@ -15,7 +15,9 @@
 //! - [`search`] walks a space of [`ServingConfig`]s, by brute force or by hill climbing,
 //!   and [`Profiler`] measures each configuration's capacity, recommends the cheapest way
 //!   to serve a demand, and confirms it;
-//! - [`report`] writes the [`ProfileReport`] as JSON, a Markdown table and SVG charts.
+//! - [`report`] writes the [`ProfileReport`] as JSON, a Markdown table and SVG charts;
+//! - [`tuned`] serves as a report recommends: [`TunedServing`](tuned::TunedServing) gives
+//!   the batcher, instances, threads and device, for the model it was measured on.
 //!
 //! The report types live in `mlops-core` ([`mlops_core::profile`]) so that `mlops-scale`
 //! reads a profile without this crate.
@@ -30,6 +32,7 @@ pub mod report;
 pub mod search;
 pub mod server;
 pub mod target;
+pub mod tuned;
 mod wire;
 
 pub use error::{Error, Result};
