@@ -13,7 +13,11 @@
 //! - `--http ADDR`, `--grpc ADDR`, `--metrics ADDR`: where to listen;
 //! - `--advertise HOST`: the host clients reach this server at, announced in the
 //!   registry (default: the listening address's host);
-//! - `--instances N`, `--max-batch N`, `--queue-delay-us N`, `--queue N`: batching.
+//! - `--instances N`, `--max-batch N`, `--queue-delay-us N`, `--queue N`: batching;
+//! - `--profile REPORT.json`: serve as an `mlops-profile` report recommends instead (its
+//!   instances, batching, intra-op threads and device), for the model it was measured on:
+//!   a registered version it does not fit is refused, saying why; in a directory, the
+//!   models it fits get its settings and the others the flags'.
 //!
 //! Ctrl-C stops taking connections, lets requests in flight finish, and exits.
 
@@ -26,7 +30,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlops::core::ModelFormat;
+use mlops::core::{ModelFormat, ModelManifest, ProfileReport};
+use mlops::profile::tuned::TunedServing;
 use mlops::registry::{Endpoint, Protocol, Registry};
 use mlops::runtime::http::{HttpConfig, metrics_router, router, serve};
 use mlops::runtime::{BatcherConfig, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
@@ -42,6 +47,7 @@ struct Args {
     metrics: SocketAddr,
     advertise: Option<String>,
     spec: ModelSpec,
+    profile: Option<ProfileReport>,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -54,6 +60,7 @@ fn parse() -> Result<Args, BoxError> {
         metrics: "127.0.0.1:8002".parse()?,
         advertise: None,
         spec: ModelSpec::default(),
+        profile: None,
     };
     let mut batcher = BatcherConfig::default();
     let mut it = std::env::args().skip(1);
@@ -66,6 +73,11 @@ fn parse() -> Result<Args, BoxError> {
             "--grpc" => args.grpc = value()?.parse()?,
             "--metrics" => args.metrics = value()?.parse()?,
             "--advertise" => args.advertise = Some(value()?),
+            "--profile" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                args.profile = Some(ProfileReport::from_json(&text)?);
+            }
             "--instances" => args.spec = args.spec.with_instances(value()?.parse()?),
             "--max-batch" => batcher = batcher.with_max_batch_size(value()?.parse()?),
             "--queue" => batcher = batcher.with_max_queue_size(value()?.parse()?),
@@ -96,14 +108,45 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), BoxError> {
     let args = parse()?;
-    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1))?;
+    // With a profile, the runtime's threads and device are the recommendation's.
+    let options = match &args.profile {
+        Some(report) => TunedServing::recommended(report)?.ort_options(),
+        None => OrtOptions::default().with_intra_threads(1),
+    };
+    let ort = OrtRuntime::new(options)?;
     let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
 
     if let Some(dir) = &args.repository {
         let (s, dir2, spec) = (server.clone(), dir.clone(), args.spec.clone());
         let report = tokio::task::spawn_blocking(move || s.load_repository(&dir2, &spec)).await??;
         for (name, version) in &report.loaded {
+            // Models the profile fits are served as it recommends; others keep the flags'.
+            if let Some(profile) = &args.profile
+                && let Some((manifest, root)) = server.source(name, *version)
+                && let Ok(tuned) = TunedServing::from_report(profile, &manifest, None)
+            {
+                let spec = tuned.spec().with_name(name.clone()).with_version(*version);
+                let s = server.clone();
+                tokio::task::spawn_blocking(move || s.load_manifest(&manifest, &root, spec))
+                    .await??;
+                println!("serving {name}/{version} as profiled: {}", tuned.summary());
+                continue;
+            }
             println!("serving {name}/{version}");
+        }
+        if let Some(profile) = &args.profile
+            && !report.loaded.iter().any(|(n, v)| {
+                server
+                    .source(n, *v)
+                    .is_some_and(|(m, _)| TunedServing::from_report(profile, &m, None).is_ok())
+            })
+        {
+            return Err(format!(
+                "the profile was measured on '{}', which {} does not hold",
+                profile.model.name,
+                dir.display()
+            )
+            .into());
         }
         for (entry, why) in &report.skipped {
             let short: String = why.chars().take(100).collect();
@@ -124,11 +167,18 @@ async fn run() -> Result<(), BoxError> {
             let dest = scratch.path().join(reference.replace(['/', '@'], "_"));
             let got = registry.download(reference, &dest).await?;
             let (name, version) = (got.version.name.clone(), got.version.version);
-            let spec = args
-                .spec
-                .clone()
-                .with_name(name.clone())
-                .with_version(version);
+            let spec = match &args.profile {
+                Some(profile) => {
+                    let manifest = ModelManifest::from_path(&got.entry)?;
+                    let tuned = TunedServing::from_report(profile, &manifest, Some(version))
+                        .map_err(|e| format!("{reference}: {e}"))?;
+                    println!("{reference} as profiled: {}", tuned.summary());
+                    tuned.spec()
+                }
+                None => args.spec.clone(),
+            }
+            .with_name(name.clone())
+            .with_version(version);
             let s = server.clone();
             tokio::task::spawn_blocking(move || s.load_path(&got.entry, spec)).await??;
             println!("serving {reference} as {name}/{version}");

@@ -86,6 +86,13 @@ impl TunedServing {
                 profiled.name
             )));
         }
+        Self::recommended(report)
+    }
+
+    /// The report's recommendation without checking which model it was made for: the
+    /// settings a process shares across models (ONNX Runtime's threads and device).
+    /// [`from_report`](Self::from_report) is the check before serving a model with it.
+    pub fn recommended(report: &ProfileReport) -> Result<Self> {
         let Some(recommendation) = &report.recommendation else {
             return Err(mismatch(
                 "it recommends no configuration: none was measured".to_string(),

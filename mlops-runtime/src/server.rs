@@ -404,6 +404,16 @@ impl ModelServer {
             .map(|l| l.platform.clone())
     }
 
+    /// The manifest `name` at `version` was loaded from, and the root its paths are
+    /// relative to.
+    pub fn source(&self, name: &str, version: u64) -> Option<(ModelManifest, PathBuf)> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(name.to_owned(), version))
+            .map(|l| ((*l.manifest).clone(), l.root.clone()))
+    }
+
     /// Serves `name` at `version` (or its latest) with `instances` instances: adds or
     /// retires the difference on its running batcher, so nothing queued or running is
     /// dropped and its statistics go on. New instances load from the files the version was
