@@ -53,8 +53,11 @@ async fn main() -> Result<(), BoxError> {
     let scratch = tempfile::tempdir()?;
     let got = registry.download("mlp@production", scratch.path()).await?;
     let version = got.version.version;
-    let tuned =
-        TunedServing::from_report(&report, &ModelManifest::from_path(&got.entry)?, Some(version))?;
+    let tuned = TunedServing::from_report(
+        &report,
+        &ModelManifest::from_path(&got.entry)?,
+        Some(version),
+    )?;
     let ort = OrtRuntime::new(tuned.ort_options())?;
     let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
     let spec = tuned.spec().with_name("mlp").with_version(version);
@@ -72,7 +75,10 @@ async fn main() -> Result<(), BoxError> {
         });
     tokio::spawn(async move { controller.run(std::future::pending()).await });
 
-    println!("serving mlp/{version} on http://{http}: {}", tuned.summary());
+    println!(
+        "serving mlp/{version} on http://{http}: {}",
+        tuned.summary()
+    );
     let listener = tokio::net::TcpListener::bind(&http).await?;
     let app = router(server.clone(), HttpConfig::default());
     serve(listener, app, async {

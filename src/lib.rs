@@ -1,7 +1,9 @@
 //! mlops: from a trained model to efficient, autoscaled serving.
 //!
 //! This crate gathers the family under one dependency; each part is its own crate and can
-//! be used alone.
+//! be used alone. `cargo run --release --example quickstart` runs the whole lifecycle;
+//! `examples/service.rs` composes the crates in a service; the guides are in `docs/`
+//! (architecture, registry, serving, profiling, autoscaling, performance, comparison).
 //!
 //! | module | crate | owns |
 //! |---|---|---|
@@ -9,7 +11,7 @@
 //! | `registry` | `mlops-registry` | versions, aliases, artifacts, endpoints, validation (feature `registry`) |
 //! | `runtime` | `mlops-runtime` | inference sessions, batching, serving (feature `runtime`) |
 //! | `profile` | `mlops-profile` | load testing and configuration search (feature `profile`) |
-//! | `scale` | `mlops-scale` | autoscaling policies, simulator, backends (feature `scale`) |
+//! | `scale` | `mlops-scale` | autoscaling policies, simulator, backends, manifests (feature `scale`) |
 
 pub use mlops_core as core;
 

@@ -24,6 +24,9 @@
 //! println!("{} takes {:?}", manifest.name, signature.inputs);
 //! # Ok::<(), mlops_core::Error>(())
 //! ```
+//!
+//! Guide: `docs/architecture.md` in the repository follows a model from file to
+//! autoscaled endpoint through every crate; `examples/quickstart.rs` runs it.
 
 mod dtype;
 mod error;

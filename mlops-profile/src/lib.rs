@@ -21,6 +21,9 @@
 //!
 //! The report types live in `mlops-core` ([`mlops_core::profile`]) so that `mlops-scale`
 //! reads a profile without this crate.
+//!
+//! Guide: `docs/profiling.md` in the repository (the profiling guide); `docs/architecture.md` follows a
+//! model from file to autoscaled endpoint, and `examples/quickstart.rs` runs it.
 
 mod error;
 pub mod input;

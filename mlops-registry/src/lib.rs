@@ -36,6 +36,9 @@
 //! assert_eq!(staging.version, v.version);
 //! # Ok(()) }
 //! ```
+//!
+//! Guide: `docs/registry.md` in the repository (the registry guide); `docs/architecture.md` follows a
+//! model from file to autoscaled endpoint, and `examples/quickstart.rs` runs it.
 
 mod artifact;
 mod endpoint;

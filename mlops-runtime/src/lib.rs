@@ -19,6 +19,9 @@
 //!
 //! Inference never runs on the async executor: callers await an answer that an instance
 //! thread sends back.
+//!
+//! Guide: `docs/serving.md` in the repository (the serving guide); `docs/architecture.md` follows a
+//! model from file to autoscaled endpoint, and `examples/quickstart.rs` runs it.
 
 mod batcher;
 #[cfg(feature = "candle")]

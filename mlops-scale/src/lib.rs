@@ -24,6 +24,9 @@
 //! - `keda` (feature `keda`): KEDA's external scaler, answering from live metrics and the
 //!   capacity policy;
 //! - `testkit` (feature `testkit`): the checks every policy passes.
+//!
+//! Guide: `docs/autoscaling.md` in the repository (the autoscaling guide); `docs/architecture.md` follows a
+//! model from file to autoscaled endpoint, and `examples/quickstart.rs` runs it.
 
 pub mod chart;
 pub mod compare;
