@@ -497,39 +497,91 @@ fn mlflow_entry(doc: &MlModel) -> ModelEntry {
     }
 }
 
+/// Every file of a package, relative to `root`, in name order. A symbolic link whose target
+/// stays inside the package is followed (file or folder: a SavedModel's `variables/` may be
+/// one); one that leaves it, dangles, or loops is refused with its path: a package never
+/// silently lacks a file, and never takes one from elsewhere.
 fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
-    fn walk(root: &Path, relative: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-        let dir = root.join(relative);
-        if depth > MAX_DEPTH {
-            return Err(Error::unsupported(format!(
-                "the model directory nests deeper than {MAX_DEPTH} levels"
-            ))
-            .at_path(&dir));
-        }
-        let mut entries = fs::read_dir(&dir)
-            .map_err(|e| Error::io(&dir, e))?
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::io(&dir, e))?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            // Hidden files (a `.git` folder, an interrupted write's temporary file) are not
-            // part of the model.
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let path = relative.join(entry.file_name());
-            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if kind.is_dir() {
-                walk(root, &path, depth + 1, out)?;
-            } else if kind.is_file() || (kind.is_symlink() && entry.path().is_file()) {
-                out.push(path);
-            }
-        }
-        Ok(())
+    struct Walk<'a> {
+        root: &'a Path,
+        canonical_root: PathBuf,
+        /// Folders already entered, by their real path: a link back to one is a loop.
+        entered: Vec<PathBuf>,
+        out: Vec<PathBuf>,
     }
-    let mut out = Vec::new();
-    walk(root, Path::new(""), 0, &mut out)?;
-    Ok(out)
+    impl Walk<'_> {
+        fn dir(&mut self, relative: &Path, depth: usize) -> Result<()> {
+            let dir = self.root.join(relative);
+            if depth > MAX_DEPTH {
+                return Err(Error::unsupported(format!(
+                    "the model directory nests deeper than {MAX_DEPTH} levels"
+                ))
+                .at_path(&dir));
+            }
+            let real = fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+            if self.entered.contains(&real) {
+                return Err(Error::unsupported(format!(
+                    "a symbolic link loops back to {}",
+                    real.display()
+                ))
+                .at_path(&dir));
+            }
+            self.entered.push(real);
+            let mut entries = fs::read_dir(&dir)
+                .map_err(|e| Error::io(&dir, e))?
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| Error::io(&dir, e))?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                // Hidden files (a `.git` folder, an interrupted write's temporary file) are
+                // not part of the model.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let path = relative.join(entry.file_name());
+                let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+                if kind.is_symlink() {
+                    let target = self.link_target(&entry.path())?;
+                    if target.is_dir() {
+                        self.dir(&path, depth + 1)?;
+                    } else {
+                        self.out.push(path);
+                    }
+                } else if kind.is_dir() {
+                    self.dir(&path, depth + 1)?;
+                } else if kind.is_file() {
+                    self.out.push(path);
+                }
+            }
+            let _ = self.entered.pop();
+            Ok(())
+        }
+
+        /// Where a link leads, if it stays inside the package.
+        fn link_target(&self, link: &Path) -> Result<PathBuf> {
+            let target = fs::canonicalize(link).map_err(|e| {
+                Error::unsupported(format!("a symbolic link that leads nowhere ({e})"))
+                    .at_path(link)
+            })?;
+            if !target.starts_with(&self.canonical_root) {
+                return Err(Error::unsupported(format!(
+                    "a symbolic link to {}, outside the model directory: copy the file in instead",
+                    target.display()
+                ))
+                .at_path(link));
+            }
+            Ok(target)
+        }
+    }
+    let canonical_root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let mut walk = Walk {
+        root,
+        canonical_root,
+        entered: Vec::new(),
+        out: Vec::new(),
+    };
+    walk.dir(Path::new(""), 0)?;
+    Ok(walk.out)
 }
 
 fn hash_files(root: &Path, files: &[PathBuf]) -> Result<Vec<FileEntry>> {

@@ -327,3 +327,58 @@ fn paths_from_a_manifest_cannot_leave_the_package() {
         "{err}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn links_inside_the_package_are_followed_and_links_out_of_it_refused() {
+    use std::os::unix::fs::symlink;
+
+    // A SavedModel whose `variables/` is a link to a folder beside it, as some exporters
+    // and checkouts lay it out: the weights are part of the package.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&testdata("tf_savedmodel"), &model);
+    fs::rename(model.join("variables"), model.join("weights")).unwrap();
+    symlink("weights", model.join("variables")).unwrap();
+    let manifest = ModelManifest::describe(&model).unwrap();
+    let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("variables/")),
+        "the linked folder's files are listed: {paths:?}"
+    );
+    let linked: Vec<_> = manifest
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("variables/"))
+        .collect();
+    let real: Vec<_> = manifest
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("weights/"))
+        .collect();
+    assert_eq!(linked.len(), real.len());
+    for (l, r) in linked.iter().zip(&real) {
+        assert_eq!((l.size, &l.sha256), (r.size, &r.sha256));
+    }
+
+    // A link to a file outside the package is refused, naming the link.
+    let outside = dir.path().join("secret.txt");
+    fs::write(&outside, "not a model").unwrap();
+    symlink(&outside, model.join("extra.txt")).unwrap();
+    let err = ModelManifest::describe(&model).unwrap_err().to_string();
+    assert!(err.contains("outside the model directory"), "{err}");
+    assert!(err.contains("extra.txt"), "{err}");
+    fs::remove_file(model.join("extra.txt")).unwrap();
+
+    // So are a link that leads nowhere and one that loops.
+    symlink(model.join("gone"), model.join("dangling")).unwrap();
+    let err = ModelManifest::describe(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("leads nowhere") && err.contains("dangling"),
+        "{err}"
+    );
+    fs::remove_file(model.join("dangling")).unwrap();
+    symlink(".", model.join("weights").join("again")).unwrap();
+    let err = ModelManifest::describe(&model).unwrap_err().to_string();
+    assert!(err.contains("loops"), "{err}");
+}

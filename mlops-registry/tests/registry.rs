@@ -469,3 +469,43 @@ async fn stale_pending_versions_are_failed_and_their_files_removed() {
         1
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_package_linking_outside_itself_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().join("registry")).await.unwrap();
+    let package = dir.path().join("model");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::copy(testdata("mlp.onnx"), package.join("mlp.onnx")).unwrap();
+    let outside = dir.path().join("hostname");
+    std::fs::write(&outside, "a file of this machine").unwrap();
+    std::os::unix::fs::symlink(&outside, package.join("notes.txt")).unwrap();
+
+    let err = registry
+        .register("mlp", &package, NewVersion::new(), &who())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("outside the model directory"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert!(registry.resolve("mlp").await.is_err(), "no version exists");
+
+    // With the link pointing inside, the same package registers and downloads whole.
+    std::fs::remove_file(package.join("notes.txt")).unwrap();
+    std::fs::write(package.join("README.txt"), "how it was trained").unwrap();
+    std::os::unix::fs::symlink("README.txt", package.join("notes.txt")).unwrap();
+    let v = registry
+        .register("mlp", &package, NewVersion::new(), &who())
+        .await
+        .unwrap();
+    assert_eq!(v.status, VersionStatus::Ready);
+    let out = tempfile::tempdir().unwrap();
+    let got = registry.download("mlp/1", out.path()).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(got.root.join("notes.txt")).unwrap(),
+        "how it was trained"
+    );
+}
