@@ -803,3 +803,55 @@ async fn serve_answers_over_tcp_and_stops_gracefully() {
         "the listener is closed"
     );
 }
+
+/// `NaN`, `Infinity` and `-Infinity` are numbers to Triton and its clients (perf_analyzer
+/// sends random bit patterns as JSON): accepted in, written back the same way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_finite_numbers_travel_as_triton_writes_them() {
+    let echo = ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(EchoRuntime::new()));
+    echo.load_path(&testdata("mlp.onnx"), ModelSpec::default())
+        .unwrap();
+    let app = router(Arc::new(echo), HttpConfig::default());
+    let mut values = vec![
+        "NaN".to_string(),
+        "Infinity".into(),
+        "-Infinity".into(),
+        "1.5".into(),
+    ];
+    values.extend((4..64).map(|i| format!("{i}.25")));
+    let body = format!(
+        r#"{{"id":"nf","inputs":[{{"name":"x","shape":[1,64],"datatype":"FP32","parameters":{{"note":"NaN stays a string here"}},"data":[{}]}}]}}"#,
+        values.join(",")
+    );
+    let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    assert_eq!(reply.status, StatusCode::OK, "{text}");
+    assert!(text.contains("[NaN,Infinity,-Infinity,1.5,4.25"), "{text}");
+    assert!(
+        !text.contains("null") && !text.contains("mlops-non-finite"),
+        "{text}"
+    );
+
+    // A finite value beyond the datatype's range is refused, naming the element.
+    let mut values: Vec<String> = (0..64).map(|_| "0.5".to_string()).collect();
+    values[3] = "3.5e38".to_string();
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,64],"datatype":"FP32","data":[{}]}}]}}"#,
+        values.join(",")
+    );
+    let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply
+            .error()
+            .contains("element 3 (3.5e38) is outside the range of FP32"),
+        "{}",
+        reply.error()
+    );
+
+    // A bare token is still a syntax error where a number cannot be, and a string "NaN" is
+    // not a number.
+    let body = r#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":["NaN"]}]}"#;
+    let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.error());
+}

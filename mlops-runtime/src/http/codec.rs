@@ -96,8 +96,12 @@ pub fn decode_request(
             (body.slice(..n), body.slice(n..))
         }
     };
+    // Triton reads `NaN`, `Infinity` and `-Infinity` as numbers (perf_analyzer sends them);
+    // JSON has no such tokens, so they are turned into marked strings first.
+    let quoted = quote_non_finite(&json);
+    let text: &[u8] = quoted.as_deref().unwrap_or(&json);
     let request: JsonRequest =
-        serde_json::from_slice(&json).map_err(|e| bad(format!("malformed request JSON: {e}")))?;
+        serde_json::from_slice(text).map_err(|e| bad(format!("malformed request JSON: {e}")))?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let dtype: DataType = input.datatype.parse().map_err(|_| {
@@ -194,6 +198,69 @@ fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<b
     }
 }
 
+/// What a bare non-finite token becomes while parsing: a string no client sends.
+const NON_FINITE_MARK: &str = "\u{0}mlops-non-finite:";
+
+/// The JSON text with every bare `NaN`, `Infinity` and `-Infinity` outside strings written
+/// as a marked string, or `None` when it has none (the common case: one scan, no copy).
+fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
+    // Most bodies hold neither token anywhere: a vectorised search settles it.
+    if memchr::memmem::find(json, b"NaN").is_none()
+        && memchr::memmem::find(json, b"Infinity").is_none()
+    {
+        return None;
+    }
+    let tokens: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if matches!(b, b'N' | b'I' | b'-')
+            && let Some(token) = tokens.iter().find(|t| json[i..].starts_with(t))
+        {
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len() + 64));
+            buf.extend_from_slice(&json[copied..i]);
+            buf.push(b'"');
+            buf.extend_from_slice(b"\\u0000mlops-non-finite:");
+            buf.extend_from_slice(token);
+            buf.push(b'"');
+            i += token.len();
+            copied = i;
+            continue;
+        }
+        i += 1;
+    }
+    let mut buf = out?;
+    buf.extend_from_slice(&json[copied..]);
+    Some(buf)
+}
+
+/// A marked non-finite token's value.
+fn non_finite(v: &str) -> Option<f64> {
+    match v.strip_prefix(NON_FINITE_MARK)? {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
 /// Which JSON values an element class accepts, and how they are stored while parsing.
 trait Elem: Sized {
     const WHAT: &'static str;
@@ -224,6 +291,9 @@ impl Elem for f64 {
     }
     fn from_f64(v: f64) -> Option<Self> {
         Some(v)
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        non_finite(v)
     }
 }
 
@@ -377,14 +447,21 @@ fn typed_tensor(
         }};
     }
     macro_rules! float {
-        ($t:ty, $conv:expr) => {{
+        ($t:ty, $conv:expr, $finite:expr) => {{
             let v = flat::<f64>(raw, &name, dtype)?;
             check(v.len())?;
-            Tensor::from_vec(
-                name.clone(),
-                shape.clone(),
-                v.into_iter().map($conv).collect::<Vec<$t>>(),
-            )
+            let mut out = Vec::with_capacity(v.len());
+            for (i, x) in v.into_iter().enumerate() {
+                let y: $t = $conv(x);
+                // A finite number the type cannot hold must not become infinity.
+                if x.is_finite() && !$finite(y) {
+                    return Err(bad(format!(
+                        "input '{name}': element {i} ({x:e}) is outside the range of {dtype}"
+                    )));
+                }
+                out.push(y);
+            }
+            Tensor::from_vec(name.clone(), shape.clone(), out)
         }};
     }
     let tensor = match dtype {
@@ -401,10 +478,11 @@ fn typed_tensor(
         DataType::Uint16 => narrow!(u64, u16, "UINT16"),
         DataType::Uint32 => narrow!(u64, u32, "UINT32"),
         DataType::Uint64 => narrow!(u64, u64, "UINT64"),
-        DataType::Fp16 => float!(half::f16, half::f16::from_f64),
-        DataType::Bf16 => float!(half::bf16, half::bf16::from_f64),
-        DataType::Fp32 => float!(f32, |x: f64| x as f32),
-        DataType::Fp64 => float!(f64, |x: f64| x),
+        DataType::Fp16 => float!(half::f16, half::f16::from_f64, |y: half::f16| y.is_finite()),
+        DataType::Bf16 => float!(half::bf16, half::bf16::from_f64, |y: half::bf16| y
+            .is_finite()),
+        DataType::Fp32 => float!(f32, |x: f64| x as f32, |y: f32| y.is_finite()),
+        DataType::Fp64 => float!(f64, |x: f64| x, |y: f64| y.is_finite()),
         DataType::Bytes => {
             let v = flat::<String>(raw, &name, dtype)?;
             check(v.len())?;
@@ -439,13 +517,32 @@ struct BinaryParams {
     binary_data_size: usize,
 }
 
-/// A tensor's elements as a flat JSON array.
-struct TensorData<'a>(&'a Tensor);
+/// A tensor's elements as a flat JSON array. Non-finite floats are written as strings
+/// that start with the marker, when there is one, and become bare tokens afterwards.
+struct TensorData<'a>(&'a Tensor, Option<&'a str>);
+
+/// A float that may be written as a marked token; `true` when it was single precision or
+/// less (written as the shortest `f32` that reads back).
+struct Float<'a>(f64, Option<&'a str>, bool);
+
+impl Serialize for Float<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.1, self.0) {
+            (Some(mark), v) if v.is_nan() => s.serialize_str(&format!("{mark}NaN")),
+            (Some(mark), v) if v == f64::INFINITY => s.serialize_str(&format!("{mark}Infinity")),
+            (Some(mark), v) if v == f64::NEG_INFINITY => {
+                s.serialize_str(&format!("{mark}-Infinity"))
+            }
+            (_, v) if self.2 => s.serialize_f32(v as f32),
+            (_, v) => s.serialize_f64(v),
+        }
+    }
+}
 
 impl Serialize for TensorData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error;
-        let t = self.0;
+        let (t, mark) = (self.0, self.1);
         fn seq<S: Serializer, T: Serialize>(
             s: S,
             items: impl ExactSizeIterator<Item = T>,
@@ -474,20 +571,79 @@ impl Serialize for TensorData<'_> {
             DataType::Int64 => typed!(i64),
             DataType::Fp16 => {
                 let values = t.values::<half::f16>().map_err(S::Error::custom)?;
-                seq(s, values.iter().map(|v| v.to_f32()))
+                seq(s, values.iter().map(|v| Float(v.to_f64(), mark, true)))
             }
             DataType::Bf16 => {
                 let values = t.values::<half::bf16>().map_err(S::Error::custom)?;
-                seq(s, values.iter().map(|v| v.to_f32()))
+                seq(s, values.iter().map(|v| Float(v.to_f64(), mark, true)))
+            }
+            DataType::Fp32 if mark.is_some() => {
+                let values = t.values::<f32>().map_err(S::Error::custom)?;
+                seq(s, values.iter().map(|v| Float(f64::from(*v), mark, true)))
             }
             DataType::Fp32 => typed!(f32),
-            DataType::Fp64 => typed!(f64),
+            DataType::Fp64 => {
+                let values = t.values::<f64>().map_err(S::Error::custom)?;
+                seq(s, values.iter().map(|v| Float(*v, mark, false)))
+            }
             DataType::Bytes => {
                 let strings = t.byte_strings().map_err(S::Error::custom)?;
                 seq(s, strings.iter().map(|b| String::from_utf8_lossy(b)))
             }
         }
     }
+}
+
+/// Whether a float tensor holds a NaN or an infinity.
+fn has_non_finite(t: &Tensor) -> bool {
+    match t.dtype() {
+        DataType::Fp32 => t
+            .values::<f32>()
+            .is_ok_and(|v| v.iter().any(|x| !x.is_finite())),
+        DataType::Fp64 => t
+            .values::<f64>()
+            .is_ok_and(|v| v.iter().any(|x| !x.is_finite())),
+        DataType::Fp16 => t
+            .values::<half::f16>()
+            .is_ok_and(|v| v.iter().any(|x| !x.is_finite())),
+        DataType::Bf16 => t
+            .values::<half::bf16>()
+            .is_ok_and(|v| v.iter().any(|x| !x.is_finite())),
+        _ => false,
+    }
+}
+
+/// A marker no output string can be expected to hold: fresh for each response.
+fn non_finite_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    format!("mlops-non-finite-{:016x}-", h.finish())
+}
+
+/// The JSON with each marked string (`"<mark>NaN"`) written as its bare token (`NaN`).
+fn unquote_non_finite(json: &[u8], mark: &str) -> Vec<u8> {
+    let needle = format!("\"{mark}");
+    let needle = needle.as_bytes();
+    let mut out = Vec::with_capacity(json.len());
+    let mut i = 0;
+    while i < json.len() {
+        if json[i..].starts_with(needle) {
+            let start = i + needle.len();
+            if let Some(end) = json[start..].iter().position(|&b| b == b'"') {
+                out.extend_from_slice(&json[start..start + end]);
+                i = start + end + 1;
+                continue;
+            }
+        }
+        out.push(json[i]);
+        i += 1;
+    }
+    out
 }
 
 /// An encoded response body, and the JSON header's length when a binary part follows.
@@ -508,6 +664,14 @@ pub fn encode_response(
     outputs: &[Tensor],
     binary: &[bool],
 ) -> Result<Encoded, serde_json::Error> {
+    // Non-finite floats are written as Triton writes them (`NaN`, `Infinity`), which JSON
+    // cannot say: they go out as strings marked with a per-response nonce, then lose the
+    // quotes. Only a response that has one pays for it.
+    let mark = outputs
+        .iter()
+        .zip(binary)
+        .any(|(t, &bin)| !bin && has_non_finite(t))
+        .then(non_finite_nonce);
     let json_outputs = outputs
         .iter()
         .zip(binary)
@@ -518,7 +682,7 @@ pub fn encode_response(
             parameters: bin.then(|| BinaryParams {
                 binary_data_size: t.data().len(),
             }),
-            data: (!bin).then_some(TensorData(t)),
+            data: (!bin).then_some(TensorData(t, mark.as_deref())),
         })
         .collect();
     let response = JsonResponse {
@@ -527,7 +691,10 @@ pub fn encode_response(
         id,
         outputs: json_outputs,
     };
-    let json = serde_json::to_vec(&response)?;
+    let mut json = serde_json::to_vec(&response)?;
+    if let Some(mark) = &mark {
+        json = unquote_non_finite(&json, mark);
+    }
     if !binary.iter().any(|b| *b) {
         return Ok(Encoded {
             body: Bytes::from(json),
