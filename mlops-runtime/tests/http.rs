@@ -855,3 +855,27 @@ async fn non_finite_numbers_travel_as_triton_writes_them() {
     let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.error());
 }
+
+/// A body far larger than the shape it declares is refused at the first element too many,
+/// not parsed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_beyond_the_declared_shape_stops_the_parse() {
+    let app = router(
+        server(),
+        HttpConfig::default().with_max_body_bytes(64 << 20),
+    );
+    let values: Vec<&str> = std::iter::repeat_n("0.5", 500_000).collect();
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,64],"datatype":"FP32","data":[{}]}}]}}"#,
+        values.join(",")
+    );
+    let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply
+            .error()
+            .contains("data holds more than the 64 elements its shape declares"),
+        "{}",
+        reply.error()
+    );
+}

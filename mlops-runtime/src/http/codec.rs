@@ -341,11 +341,21 @@ impl Elem for String {
     }
 }
 
-/// Parses a `data` array, however deeply nested, into one flat vector of `T`.
-fn flat<T: Elem>(raw: &RawValue, name: &str, dtype: DataType) -> Result<Vec<T>, BadRequest> {
-    let mut out = Vec::new();
+/// Parses a `data` array, however deeply nested, into one flat vector of `T`, stopping at
+/// the first element past `limit` (what the declared shape holds): a body far larger than
+/// its shape costs no more memory than the shape does.
+fn flat<T: Elem>(
+    raw: &RawValue,
+    name: &str,
+    dtype: DataType,
+    limit: usize,
+) -> Result<Vec<T>, BadRequest> {
+    let mut out = Vec::with_capacity(limit.min(64 << 10));
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let seed = FlatSeed { out: &mut out };
+    let seed = FlatSeed {
+        out: &mut out,
+        limit,
+    };
     match seed.deserialize(&mut de) {
         Ok(()) => Ok(out),
         Err(e) => Err(bad(format!(
@@ -357,19 +367,26 @@ fn flat<T: Elem>(raw: &RawValue, name: &str, dtype: DataType) -> Result<Vec<T>, 
 
 struct FlatSeed<'a, T> {
     out: &'a mut Vec<T>,
+    limit: usize,
 }
 
 impl<'de, T: Elem> DeserializeSeed<'de> for FlatSeed<'_, T> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(FlatVisitor(self.out))
+        d.deserialize_any(FlatVisitor(self.out, self.limit))
     }
 }
 
-struct FlatVisitor<'a, T>(&'a mut Vec<T>);
+struct FlatVisitor<'a, T>(&'a mut Vec<T>, usize);
 
 impl<T: Elem> FlatVisitor<'_, T> {
     fn push<E: de::Error>(self, v: Option<T>, shown: &dyn fmt::Display) -> Result<(), E> {
+        if self.0.len() >= self.1 {
+            return Err(E::custom(format!(
+                "data holds more than the {} elements its shape declares",
+                self.1
+            )));
+        }
         match v {
             Some(v) => {
                 self.0.push(v);
@@ -406,7 +423,10 @@ impl<'de, T: Elem> Visitor<'de> for FlatVisitor<'_, T> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq
-            .next_element_seed(FlatSeed { out: &mut *self.0 })?
+            .next_element_seed(FlatSeed {
+                out: &mut *self.0,
+                limit: self.1,
+            })?
             .is_some()
         {}
         Ok(())
@@ -436,7 +456,7 @@ fn typed_tensor(
     let range = |what: &str| bad(format!("input '{name}': a value is not a valid {what}"));
     macro_rules! narrow {
         ($src:ty, $t:ty, $what:expr) => {{
-            let v = flat::<$src>(raw, &name, dtype)?;
+            let v = flat::<$src>(raw, &name, dtype, count)?;
             check(v.len())?;
             let v = v
                 .into_iter()
@@ -448,7 +468,7 @@ fn typed_tensor(
     }
     macro_rules! float {
         ($t:ty, $conv:expr, $finite:expr) => {{
-            let v = flat::<f64>(raw, &name, dtype)?;
+            let v = flat::<f64>(raw, &name, dtype, count)?;
             check(v.len())?;
             let mut out = Vec::with_capacity(v.len());
             for (i, x) in v.into_iter().enumerate() {
@@ -466,7 +486,7 @@ fn typed_tensor(
     }
     let tensor = match dtype {
         DataType::Bool => {
-            let v = flat::<bool>(raw, &name, dtype)?;
+            let v = flat::<bool>(raw, &name, dtype, count)?;
             check(v.len())?;
             Tensor::from_bools(name.clone(), shape.clone(), &v)
         }
@@ -484,7 +504,7 @@ fn typed_tensor(
         DataType::Fp32 => float!(f32, |x: f64| x as f32, |y: f32| y.is_finite()),
         DataType::Fp64 => float!(f64, |x: f64| x, |y: f64| y.is_finite()),
         DataType::Bytes => {
-            let v = flat::<String>(raw, &name, dtype)?;
+            let v = flat::<String>(raw, &name, dtype, count)?;
             check(v.len())?;
             Tensor::from_byte_strings(name.clone(), shape.clone(), &v)
         }
