@@ -2,8 +2,8 @@
 //! :8001 and Prometheus metrics on :8002, as Triton does.
 //!
 //! ```text
-//! cargo run --release --example serve --features http,grpc -- testdata
-//! cargo run --release --example serve --features http,grpc -- --registry ./registry --model mlp@production
+//! cargo run --release --example serve -- testdata
+//! cargo run --release --example serve -- --registry ./registry --model mlp@production
 //! ```
 //!
 //! Flags:
@@ -18,6 +18,10 @@
 //!   instances, batching, intra-op threads and device), for the model it was measured on:
 //!   a registered version it does not fit is refused, saying why; in a directory, the
 //!   models it fits get its settings and the others the flags'.
+//!
+//! `--help` lists every flag with its default. A start with no servable model, a model
+//! directory or registry that does not exist (unless `--create-registry`), or an address
+//! in use is an error that names what is at fault.
 //!
 //! Ctrl-C stops taking connections, lets requests in flight finish, and exits.
 
@@ -48,7 +52,25 @@ struct Args {
     advertise: Option<String>,
     spec: ModelSpec,
     profile: Option<ProfileReport>,
+    create_registry: bool,
 }
+
+const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] [flags]
+
+  DIR                    serve every model in a directory (flat, or Triton's <name>/<version>/)
+  --registry DIR         a registry made by mlops (it must exist; see --create-registry)
+  --create-registry      create the --registry directory if it does not exist
+  --model REF            serve a registered version: NAME, NAME/N or NAME@ALIAS (repeatable)
+  --http ADDR            HTTP/REST address (default 127.0.0.1:8000)
+  --grpc ADDR            gRPC address (default 127.0.0.1:8001)
+  --metrics ADDR         Prometheus /metrics address (default 127.0.0.1:8002)
+  --advertise HOST       the host announced in the registry (default: the HTTP address's)
+  --instances N          instances per model (default 1)
+  --max-batch N          the largest batch (default 32)
+  --queue N              the most requests waiting per model (default 1024)
+  --queue-delay-us N     how long a request may wait for a batch (default 0)
+  --profile REPORT.json  serve as an mlops-profile report recommends (instead of the four above)
+  -h, --help             this text";
 
 fn parse() -> Result<Args, BoxError> {
     let mut args = Args {
@@ -61,35 +83,89 @@ fn parse() -> Result<Args, BoxError> {
         advertise: None,
         spec: ModelSpec::default(),
         profile: None,
+        create_registry: false,
     };
     let mut batcher = BatcherConfig::default();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{arg} needs a value (try --help)"))
+        };
+        let flag = arg.clone();
+        let address = |v: String| -> Result<SocketAddr, BoxError> {
+            v.parse()
+                .map_err(|_| format!("{flag} takes HOST:PORT, not '{v}'").into())
+        };
+        let count = |v: String| -> Result<usize, BoxError> {
+            v.parse().ok().filter(|n: &usize| *n >= 1).ok_or_else(|| {
+                format!("{flag} takes a whole number of 1 or more, not '{v}'").into()
+            })
+        };
         match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             "--registry" => args.registry = Some(value()?.into()),
+            "--create-registry" => args.create_registry = true,
             "--model" => args.models.push(value()?),
-            "--http" => args.http = value()?.parse()?,
-            "--grpc" => args.grpc = value()?.parse()?,
-            "--metrics" => args.metrics = value()?.parse()?,
+            "--http" => args.http = address(value()?)?,
+            "--grpc" => args.grpc = address(value()?)?,
+            "--metrics" => args.metrics = address(value()?)?,
             "--advertise" => args.advertise = Some(value()?),
             "--profile" => {
                 let path = value()?;
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-                args.profile = Some(ProfileReport::from_json(&text)?);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("--profile {path}: {e}"))?;
+                args.profile = Some(
+                    ProfileReport::from_json(&text)
+                        .map_err(|e| format!("--profile {path}: {e}"))?,
+                );
             }
-            "--instances" => args.spec = args.spec.with_instances(value()?.parse()?),
-            "--max-batch" => batcher = batcher.with_max_batch_size(value()?.parse()?),
-            "--queue" => batcher = batcher.with_max_queue_size(value()?.parse()?),
+            "--instances" => args.spec = args.spec.with_instances(count(value()?)?),
+            "--max-batch" => batcher = batcher.with_max_batch_size(count(value()?)?),
+            "--queue" => batcher = batcher.with_max_queue_size(count(value()?)?),
             "--queue-delay-us" => {
-                batcher = batcher.with_max_queue_delay(Duration::from_micros(value()?.parse()?));
+                let v = value()?;
+                let us: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--queue-delay-us takes microseconds, not '{v}'"))?;
+                batcher = batcher.with_max_queue_delay(Duration::from_micros(us));
             }
-            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}").into()),
-            dir => args.repository = Some(dir.into()),
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown flag {flag} (try --help)").into());
+            }
+            dir => {
+                if args.repository.is_some() {
+                    return Err(format!("one model directory at a time, not also '{dir}'").into());
+                }
+                args.repository = Some(dir.into());
+            }
         }
     }
     if args.repository.is_none() && args.models.is_empty() {
-        return Err("give a model directory, or --registry DIR --model NAME@ALIAS".into());
+        return Err(
+            "give a model directory, or --registry DIR --model NAME@ALIAS (try --help)".into(),
+        );
+    }
+    if !args.models.is_empty() && args.registry.is_none() {
+        return Err("--model needs --registry DIR".into());
+    }
+    if let Some(dir) = &args.repository
+        && !dir.is_dir()
+    {
+        return Err(format!("{}: not a directory", dir.display()).into());
+    }
+    if let Some(dir) = &args.registry
+        && !dir.exists()
+        && !args.create_registry
+    {
+        return Err(format!(
+            "--registry {}: no such directory (a mistyped path would make an empty registry; --create-registry makes one)",
+            dir.display()
+        )
+        .into());
     }
     args.spec = args.spec.with_batcher(batcher);
     Ok(args)
@@ -200,9 +276,20 @@ async fn run() -> Result<(), BoxError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http = tokio::net::TcpListener::bind(args.http).await?;
-    let metrics = tokio::net::TcpListener::bind(args.metrics).await?;
-    let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
+    if server.models().is_empty() {
+        return Err(
+            "no model could be served: nothing to listen for (see the skipped entries above)"
+                .into(),
+        );
+    }
+    let bind = |flag: &'static str, addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
+    };
+    let http = bind("--http", args.http).await?;
+    let metrics = bind("--metrics", args.metrics).await?;
+    let grpc = bind("--grpc", args.grpc).await?;
     println!(
         "HTTP on {}, gRPC on {}, metrics on {}/metrics; Ctrl-C stops",
         args.http, args.grpc, args.metrics
