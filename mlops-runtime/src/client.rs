@@ -193,6 +193,15 @@ impl Client {
         }
     }
 
+    /// One model id through this client, as an [`mlops_core::Infer`]: what a registry's
+    /// validation or a profiler drives, so they can run against remote replicas.
+    pub fn model(self: &Arc<Self>, model_id: impl Into<String>) -> RemoteModel {
+        RemoteModel {
+            client: Arc::clone(self),
+            model_id: model_id.into(),
+        }
+    }
+
     /// Runs `inputs` on a replica of `model_id` and returns its outputs.
     pub async fn infer(&self, model_id: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let mut tried: Vec<String> = Vec::new();
@@ -398,6 +407,31 @@ impl Client {
                 message: why,
             },
             kind: Failure::Permanent,
+        })
+    }
+}
+
+/// A model id served by remote replicas, through a [`Client`] ([`Client::model`]).
+#[derive(Clone, Debug)]
+pub struct RemoteModel {
+    client: Arc<Client>,
+    model_id: String,
+}
+
+impl RemoteModel {
+    /// The model id it asks for (`mlp@production`).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+}
+
+impl mlops_core::Infer for RemoteModel {
+    fn infer(&self, inputs: Vec<Tensor>) -> mlops_core::InferFuture<'_> {
+        Box::pin(async move {
+            self.client
+                .infer(&self.model_id, inputs)
+                .await
+                .map_err(|e| Box::new(e) as mlops_core::BoxError)
         })
     }
 }

@@ -211,3 +211,24 @@ async fn no_live_replica_and_bad_requests_are_clear_errors() {
     );
     assert!(err.is_temporary(), "replicas may come back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_id_is_an_infer_that_validation_and_profiling_can_drive() {
+    let a = replica();
+    let registry = registry_with(&[&a]).await;
+    let client = Arc::new(Client::new(Arc::new(registry), ClientConfig::default()));
+    let remote = client.model("mlp@production");
+    assert_eq!(remote.model_id(), "mlp@production");
+    let model: &dyn mlops_core::Infer = &remote;
+    let golden = Golden::load("mlp").unwrap();
+    let out = model.infer(golden.inputs.clone()).await.unwrap();
+    assert_close(&out[0], &golden.outputs[0], 1e-5, 1e-4).unwrap();
+    assert_eq!(served(&a), 1);
+    // An unknown model id is an error through the trait too.
+    let missing = client.model("resnet@production");
+    let err = mlops_core::Infer::infer(&missing, golden.inputs.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("resnet"), "{err}");
+    a.runtime.shutdown_background();
+}
