@@ -19,7 +19,7 @@ pub use mlops_core as core;
 pub use mlops_profile as profile;
 #[cfg(feature = "registry")]
 pub use mlops_registry as registry;
-#[cfg(feature = "runtime")]
+#[cfg(any(feature = "runtime", feature = "client"))]
 pub use mlops_runtime as runtime;
 #[cfg(feature = "scale")]
 pub use mlops_scale as scale;
