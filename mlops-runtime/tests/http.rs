@@ -879,3 +879,53 @@ async fn data_beyond_the_declared_shape_stops_the_parse() {
         reply.error()
     );
 }
+
+/// Silent sockets are closed after the first-byte timeout, connections past the cap are
+/// closed at once, and the server keeps answering through both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_surplus_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = mlops_runtime::http::ConnectionLimits {
+        first_byte_timeout: Duration::from_millis(300),
+        max_connections: 8,
+    };
+    tokio::spawn(mlops_runtime::http::serve_with(
+        listener,
+        app(),
+        limits,
+        std::future::pending(),
+    ));
+    // Eight that never send a byte hold every slot...
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...so a ninth is closed at once.
+    let mut surplus = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), surplus.read(&mut buf))
+        .await
+        .expect("closed, not left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection past the cap is closed");
+    // After the timeout the silent ones are closed too...
+    for mut s in silent {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("closed after the first-byte timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    // ...and a real request gets its answer.
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -180,8 +180,28 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// How long a graceful stop waits for requests in flight before closing their connections.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What one listener allows its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a new connection may stay silent before it is closed (10 s): a socket
+    /// that never sends a byte must not hold a descriptor.
+    pub first_byte_timeout: std::time::Duration,
+    /// The most connections open at once (4,096); more are closed as they are accepted,
+    /// so the descriptors left keep health checks and the listener itself working.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            first_byte_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (for at most [`DRAIN_TIMEOUT`]).
+/// finish (for at most [`DRAIN_TIMEOUT`]), with the default [`ConnectionLimits`].
 ///
 /// Unlike a bare `axum::serve`, every connection has `TCP_NODELAY` (small responses do not
 /// wait for the peer's delayed ACK) and a [`HEADER_READ_TIMEOUT`] (a client that trickles
@@ -191,12 +211,23 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, ConnectionLimits::default(), shutdown).await
+}
+
+/// [`serve`] with other connection limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -210,6 +241,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // At the cap: closed at once, so it costs a descriptor for no longer than this.
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = app
             .clone()
@@ -218,6 +254,14 @@ pub async fn serve(
             });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
+            // HTTP/1 and HTTP/2 are told apart by the first bytes, and hyper waits for them
+            // without a deadline: a silent socket is closed here instead.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
