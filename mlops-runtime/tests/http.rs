@@ -929,3 +929,60 @@ async fn silent_and_surplus_connections_are_closed() {
     client.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Bodies in flight share one budget: past it, a request is a 503 with `Retry-After` before
+/// its body is read, and the budget comes back when the bodies are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_in_flight_share_one_budget() {
+    let app = router(
+        server(),
+        HttpConfig::default()
+            .with_max_body_bytes(1 << 20)
+            .with_max_body_bytes_in_flight(2 << 20)
+            .with_body_timeout(Duration::from_secs(5)),
+    );
+    // Two 1-MiB bodies that have not arrived hold the whole budget...
+    let stalled = || {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/v2/models/mlp/infer")
+            .header("content-length", (1 << 20).to_string());
+        req = req.header("content-type", "application/json");
+        req.body(Body::from_stream(futures::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >()))
+        .unwrap()
+    };
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.clone().oneshot(stalled())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so a third is refused at once, saying when to come back.
+    let body = serde_json::to_vec(&json!({"inputs": []})).unwrap();
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/v2/models/mlp/infer")
+                .header("content-length", body.len().to_string())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    // Health checks carry no body and still answer.
+    assert_eq!(
+        call(&app, "GET", "/v2/health/ready", &[], "").await.status,
+        StatusCode::OK
+    );
+    // Once the stalled bodies give up, the budget is back.
+    for h in held {
+        h.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.error());
+}

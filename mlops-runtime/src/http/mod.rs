@@ -59,6 +59,10 @@ pub struct HttpConfig {
     pub load_spec: ModelSpec,
     /// The name `GET /v2` reports.
     pub server_name: String,
+    /// The most request-body bytes the server holds at once, all requests together
+    /// (256 MiB); a request that would pass it is answered 503 with `Retry-After` before
+    /// its body is read. A body without a length counts as `max_body_bytes`.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +73,7 @@ impl Default for HttpConfig {
             repository: None,
             load_spec: ModelSpec::default(),
             server_name: "mlops".into(),
+            max_body_bytes_in_flight: 256 << 20,
         }
     }
 }
@@ -77,6 +82,12 @@ impl HttpConfig {
     /// Sets the body limit.
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets the budget of request-body bytes in flight.
+    pub fn with_max_body_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_body_bytes_in_flight = bytes;
         self
     }
 
@@ -100,6 +111,52 @@ const BLOCKING_DECODE_BYTES: usize = 256 << 10;
 struct AppState {
     server: Arc<ModelServer>,
     config: HttpConfig,
+    /// Body bytes in flight, in KiB permits.
+    bodies: Arc<tokio::sync::Semaphore>,
+}
+
+/// Permits are KiB, so a budget of any size fits the semaphore's count.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
+
+/// Holds a request's body bytes against the server-wide budget for as long as the request
+/// runs; a request that would pass the budget is a 503 before its body is read.
+async fn body_budget(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = match declared {
+        Some(0) => return next.run(request).await,
+        // Past the body limit: the limit answers 413, costing nothing here.
+        Some(n) if n > state.config.max_body_bytes => return next.run(request).await,
+        Some(n) => n,
+        None if request.method() == axum::http::Method::GET => return next.run(request).await,
+        None => state.config.max_body_bytes,
+    };
+    let permits = u32::try_from(kib(bytes)).unwrap_or(u32::MAX);
+    let Ok(held) = Arc::clone(&state.bodies).try_acquire_many_owned(permits) else {
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the server holds its {} MiB of request bodies in flight: retry shortly",
+                state.config.max_body_bytes_in_flight >> 20
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let response = next.run(request).await;
+    drop(held);
+    response
 }
 
 type Shared = Arc<AppState>;
@@ -107,7 +164,14 @@ type Shared = Arc<AppState>;
 /// The Open Inference Protocol REST routes over `server`.
 pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
     let limit = config.max_body_bytes;
-    let state = Arc::new(AppState { server, config });
+    // At least one largest body fits, whatever the budget says.
+    let budget = kib(config.max_body_bytes_in_flight.max(config.max_body_bytes))
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
+    let state = Arc::new(AppState {
+        server,
+        config,
+        bodies: Arc::new(tokio::sync::Semaphore::new(budget)),
+    });
     Router::new()
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(ready))
@@ -146,6 +210,10 @@ pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
         )
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            body_budget,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -284,6 +352,7 @@ pub fn metrics_router(server: Arc<ModelServer>) -> Router {
     let state = Arc::new(AppState {
         server,
         config: HttpConfig::default(),
+        bodies: Arc::new(tokio::sync::Semaphore::new(0)),
     });
     Router::new()
         .route("/metrics", get(render_metrics))
