@@ -16,6 +16,7 @@ use mlops_core::{DataType, Tensor, TensorSpec};
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::limits::ConnectionLimits;
 use crate::server::{ModelServer, ModelSpec};
 
 /// The code tonic generated from `proto/inference.proto`: messages, the server trait and a
@@ -124,10 +125,121 @@ pub fn service(
 }
 
 /// Accepted connections for `tonic`'s `serve_with_incoming` from a bound listener, with
-/// `TCP_NODELAY` set: without it, small responses wait on the peer's delayed ACK (tens of
-/// milliseconds per request under load).
-pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// `TCP_NODELAY` set (without it, small responses wait on the peer's delayed ACK, tens of
+/// milliseconds per request under load) and the default [`ConnectionLimits`].
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<LimitedStream>> + Send + 'static {
+    incoming_with(listener, ConnectionLimits::default())
+}
+
+/// [`incoming`] with other limits: a connection that sends nothing within
+/// `first_byte_timeout` is closed before tonic sees it (HTTP/2's preface has no deadline
+/// of its own), and connections past `max_connections` are closed as they are accepted.
+/// Call within a tokio runtime: the accepting runs on a task of its own.
+pub fn incoming_with(
+    listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+) -> impl futures::Stream<Item = std::io::Result<LimitedStream>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<LimitedStream>>(64);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) if tx.is_closed() => return,
+                // Out of file descriptors and the like: pause rather than spin or exit.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await
+                {
+                    Ok(Ok(n)) if n > 0 => {
+                        let _ = tx
+                            .send(Ok(LimitedStream {
+                                inner: stream,
+                                _permit: permit,
+                            }))
+                            .await;
+                    }
+                    _ => {}
+                }
+            });
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let next = rx.recv().await?;
+        Some((next, rx))
+    })
+}
+
+/// An accepted connection that holds its place under the connection cap until it closes.
+#[derive(Debug)]
+pub struct LimitedStream {
+    inner: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for LimitedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
 }
 
 /// The gRPC status for a runtime error.

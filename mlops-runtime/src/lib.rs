@@ -34,6 +34,7 @@ mod error;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+mod limits;
 #[cfg(feature = "ort")]
 mod onnx;
 mod server;
@@ -45,6 +46,7 @@ pub use batcher::{Batcher, BatcherConfig};
 pub use candle::{ArchitectureFn, CandleModel, CandleRuntime, CandleSession, CandleWeights};
 pub use echo::{EchoRuntime, EchoSession};
 pub use error::{Error, Result};
+pub use limits::ConnectionLimits;
 #[cfg(feature = "ort")]
 pub use onnx::{
     ExecutionProvider, OptimizationLevel, OrtOptions, OrtRuntime, OrtSession, library_path,

@@ -252,3 +252,52 @@ async fn tritonclient_grpc_gets_the_golden_outputs() {
         ])
     );
 }
+
+/// Silent sockets are closed after the first-byte timeout and connections past the cap as
+/// they arrive; a real client is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = ModelServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = mlops_runtime::ConnectionLimits {
+        first_byte_timeout: std::time::Duration::from_millis(300),
+        max_connections: 4,
+    };
+    let svc = service(Arc::new(server), None, ModelSpec::default());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(mlops_runtime::grpc::incoming_with(listener, limits))
+            .await
+            .unwrap();
+    });
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut buf = [0u8; 16];
+    let mut surplus = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), surplus.read(&mut buf))
+        .await
+        .expect("closed, not left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection past the cap is closed");
+    for mut s in silent {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("closed after the first-byte timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let mut c = client(addr).await;
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+}

@@ -248,25 +248,7 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// How long a graceful stop waits for requests in flight before closing their connections.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What one listener allows its connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// How long a new connection may stay silent before it is closed (10 s): a socket
-    /// that never sends a byte must not hold a descriptor.
-    pub first_byte_timeout: std::time::Duration,
-    /// The most connections open at once (4,096); more are closed as they are accepted,
-    /// so the descriptors left keep health checks and the listener itself working.
-    pub max_connections: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            first_byte_timeout: std::time::Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
-}
+pub use crate::limits::ConnectionLimits;
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish (for at most [`DRAIN_TIMEOUT`]), with the default [`ConnectionLimits`].
