@@ -69,6 +69,7 @@ const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] 
   --max-batch N          the largest batch (default 32)
   --queue N              the most requests waiting per model (default 1024)
   --queue-delay-us N     how long a request may wait for a batch (default 0)
+  --idle-spin-us N       how long an idle instance polls before sleeping (default 0)
   --profile REPORT.json  serve as an mlops-profile report recommends (instead of the four above)
   -h, --help             this text";
 
@@ -85,7 +86,9 @@ fn parse() -> Result<Args, BoxError> {
         profile: None,
         create_registry: false,
     };
-    let mut batcher = BatcherConfig::default();
+    // Behind a network round trip an idle spin costs more CPU than the latency it saves
+    // (docs/performance.md): a server does not spin unless asked.
+    let mut batcher = BatcherConfig::default().with_idle_spin(Duration::ZERO);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -126,6 +129,13 @@ fn parse() -> Result<Args, BoxError> {
             "--instances" => args.spec = args.spec.with_instances(count(value()?)?),
             "--max-batch" => batcher = batcher.with_max_batch_size(count(value()?)?),
             "--queue" => batcher = batcher.with_max_queue_size(count(value()?)?),
+            "--idle-spin-us" => {
+                let v = value()?;
+                let us: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--idle-spin-us takes microseconds, not '{v}'"))?;
+                batcher = batcher.with_idle_spin(Duration::from_micros(us));
+            }
             "--queue-delay-us" => {
                 let v = value()?;
                 let us: u64 = v

@@ -125,11 +125,13 @@ impl TunedServing {
         Ok(())
     }
 
-    /// The batcher: the largest batch and the queue delay measured.
+    /// The batcher: the largest batch and the queue delay measured, and no idle spin, as
+    /// the profiled server ran (behind a network a spin costs more CPU than it saves).
     pub fn batcher(&self) -> BatcherConfig {
         BatcherConfig::default()
             .with_max_batch_size(self.config.max_batch_size.max(1))
             .with_max_queue_delay(Duration::from_micros(self.config.max_queue_delay_us))
+            .with_idle_spin(Duration::ZERO)
     }
 
     /// The model's spec: the instances and the batcher measured.

@@ -27,6 +27,8 @@ fn the_recommendation_sets_the_batcher_instances_threads_and_device() {
     assert_eq!(spec.instances, 1);
     assert_eq!(spec.batcher.max_batch_size, 4);
     assert_eq!(spec.batcher.max_queue_delay, std::time::Duration::ZERO);
+    // As the profiled server ran: no idle spin.
+    assert_eq!(spec.batcher.idle_spin, std::time::Duration::ZERO);
     assert_eq!(tuned.ort_options().intra_threads, 1);
     assert_eq!(
         tuned.capacity_rps,
