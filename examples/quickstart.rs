@@ -102,6 +102,14 @@ fn main() -> ExitCode {
     if let Some(code) = mlops::profile::server::child_main() {
         return code;
     }
+    // Logs on stderr; RUST_LOG picks what (default: warn).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

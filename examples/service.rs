@@ -28,6 +28,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // Logs on stderr; RUST_LOG picks what (default: info).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/quickstart");
     let (mut registry_dir, mut profile, mut http) = (
         root.join("registry"),

@@ -530,8 +530,11 @@ impl Registry {
                     Err(e) => Err(e),
                 };
                 // A failed renewal is retried at the next tick; the lease may still be live.
-                if let Ok(l) = renewed {
-                    *lock(&shared) = l;
+                match renewed {
+                    Ok(l) => *lock(&shared) = l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "endpoint lease renewal failed: retrying at the next beat")
+                    }
                 }
             }
             let id = lock(&shared).id.clone();

@@ -779,6 +779,7 @@ fn execute(shared: &Shared, session: &mut dyn ModelSession, batch: Vec<Pending>)
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a non-string panic".to_owned());
+            tracing::warn!(model = %shared.model, panic = %what, "an instance panicked: its batch fails, the instance goes on");
             Err(Error::Inference {
                 model: shared.model.clone(),
                 reason: format!("the instance panicked: {what}"),

@@ -106,6 +106,12 @@ impl Target {
     }
 
     fn eject(&self, for_: Duration) {
+        tracing::warn!(
+            replica = %self.replica.address,
+            model = %self.replica.model,
+            for_s = for_.as_secs_f64(),
+            "replica ejected"
+        );
         *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + for_);
     }
 

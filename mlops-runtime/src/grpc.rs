@@ -149,7 +149,8 @@ pub fn incoming_with(
                 Ok((stream, _)) => stream,
                 Err(_) if tx.is_closed() => return,
                 // Out of file descriptors and the like: pause rather than spin or exit.
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed: pausing 10 ms");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }

@@ -284,7 +284,8 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 // Out of file descriptors and the like: pause rather than spin or exit.
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed: pausing 10 ms");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
