@@ -247,6 +247,8 @@ impl tonic::transport::server::Connected for LimitedStream {
 pub fn status_of(error: &Error) -> Status {
     let message = error.to_string();
     match error {
+        // The server could not read its own files (a load from the repository): its fault.
+        Error::InvalidInput(mlops_core::Error::Io { .. }) => Status::internal(message),
         Error::InvalidInput(_) => Status::invalid_argument(message),
         Error::ModelNotFound { .. } => Status::not_found(message),
         Error::Overloaded { .. } => Status::resource_exhausted(message),

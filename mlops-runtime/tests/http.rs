@@ -986,3 +986,23 @@ async fn request_bodies_in_flight_share_one_budget() {
     let r = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.error());
 }
+
+/// A load that fails because the server cannot read its own files is the server's fault
+/// (500), not the request's (400).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_the_server_cannot_read_is_a_500() {
+    let repo = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(repo.path().join("gone.onnx"), repo.path().join("lost.onnx"))
+        .unwrap();
+    let app = router(
+        server(),
+        HttpConfig::default().with_repository(repo.path(), ModelSpec::default()),
+    );
+    let r = call(&app, "POST", "/v2/repository/models/lost/load", &[], "").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.error());
+    assert!(r.error().contains("lost.onnx"), "{}", r.error());
+    // A model that is not there at all is still a 404.
+    let r = call(&app, "POST", "/v2/repository/models/absent/load", &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.error());
+}

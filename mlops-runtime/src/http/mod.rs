@@ -345,6 +345,8 @@ pub fn metrics_router(server: Arc<ModelServer>) -> Router {
 /// The HTTP status for a runtime error: the one place where errors meet the protocol.
 pub fn status_of(error: &Error) -> StatusCode {
     match error {
+        // The server could not read its own files (a load from the repository): its fault.
+        Error::InvalidInput(mlops_core::Error::Io { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
         Error::ModelNotFound { .. } => StatusCode::NOT_FOUND,
         Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
