@@ -536,7 +536,12 @@ fn max_difference(got: &[Tensor], want: &[Tensor]) -> Result<f64, BoxError> {
             return Err(format!("{} values, {} expected", g.len(), w.len()).into());
         }
         for (a, b) in g.iter().zip(&w) {
-            worst = worst.max(f64::from((a - b).abs()));
+            let d = f64::from((a - b).abs());
+            // A NaN answer is no match (and f64::max would pass over it).
+            if !d.is_finite() {
+                return Err(format!("an answer is {a}, expected {b}").into());
+            }
+            worst = worst.max(d);
         }
     }
     Ok(worst)

@@ -70,7 +70,8 @@ const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] 
   --queue N              the most requests waiting per model (default 1024)
   --queue-delay-us N     how long a request may wait for a batch (default 0)
   --idle-spin-us N       how long an idle instance polls before sleeping (default 0)
-  --profile REPORT.json  serve as an mlops-profile report recommends (instead of the four above)
+  --profile REPORT.json  serve as an mlops-profile report recommends: its instances, largest
+                         batch, queue delay, threads and device replace the flags'
   -h, --help             this text";
 
 fn parse() -> Result<Args, BoxError> {
@@ -181,6 +182,20 @@ fn parse() -> Result<Args, BoxError> {
     Ok(args)
 }
 
+/// The flags' spec with what the profile measured in place of theirs: instances, the
+/// largest batch and the queue delay; the queue's size and the idle spin stay the flags'.
+fn profiled(flags: &ModelSpec, tuned: &TunedServing) -> ModelSpec {
+    let measured = tuned.spec();
+    let mut batcher = flags.batcher.clone();
+    batcher.max_batch_size = measured.batcher.max_batch_size;
+    batcher.max_queue_delay = measured.batcher.max_queue_delay;
+    ModelSpec {
+        instances: measured.instances,
+        batcher,
+        ..flags.clone()
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs on stderr; RUST_LOG picks what (default: info).
@@ -219,7 +234,9 @@ async fn run() -> Result<(), BoxError> {
                 && let Some((manifest, root)) = server.source(name, *version)
                 && let Ok(tuned) = TunedServing::from_report(profile, &manifest, None)
             {
-                let spec = tuned.spec().with_name(name.clone()).with_version(*version);
+                let spec = profiled(&args.spec, &tuned)
+                    .with_name(name.clone())
+                    .with_version(*version);
                 let s = server.clone();
                 tokio::task::spawn_blocking(move || s.load_manifest(&manifest, &root, spec))
                     .await??;
@@ -267,7 +284,7 @@ async fn run() -> Result<(), BoxError> {
                     let tuned = TunedServing::from_report(profile, &manifest, Some(version))
                         .map_err(|e| format!("{reference}: {e}"))?;
                     println!("{reference} as profiled: {}", tuned.summary());
-                    tuned.spec()
+                    profiled(&args.spec, &tuned)
                 }
                 None => args.spec.clone(),
             }

@@ -501,6 +501,9 @@ fn mlflow_entry(doc: &MlModel) -> ModelEntry {
 /// stays inside the package is followed (file or folder: a SavedModel's `variables/` may be
 /// one); one that leaves it, dangles, or loops is refused with its path: a package never
 /// silently lacks a file, and never takes one from elsewhere.
+/// The most files a package may list.
+const MAX_FILES: usize = 100_000;
+
 fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     struct Walk<'a> {
         root: &'a Path,
@@ -544,16 +547,31 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
                     let target = self.link_target(&entry.path())?;
                     if target.is_dir() {
                         self.dir(&path, depth + 1)?;
-                    } else {
-                        self.out.push(path);
+                    } else if target.is_file() {
+                        self.push(path)?;
                     }
+                    // A link to a pipe or a socket, like one itself, is not a file of
+                    // the model (and reading it could block forever).
                 } else if kind.is_dir() {
                     self.dir(&path, depth + 1)?;
                 } else if kind.is_file() {
-                    self.out.push(path);
+                    self.push(path)?;
                 }
             }
             let _ = self.entered.pop();
+            Ok(())
+        }
+
+        /// Lists a file; links that fan out (each folder linked twice, level after
+        /// level) cannot make the list, and the hashing after it, grow without bound.
+        fn push(&mut self, path: PathBuf) -> Result<()> {
+            if self.out.len() >= MAX_FILES {
+                return Err(Error::unsupported(format!(
+                    "the model directory holds more than {MAX_FILES} files (counting those reached through links)"
+                ))
+                .at_path(self.root));
+            }
+            self.out.push(path);
             Ok(())
         }
 

@@ -570,7 +570,10 @@ pub(crate) fn decode_http_response(
             bytes.len()
         )
     })?;
-    let value: Value = serde_json::from_slice(head).map_err(|e| e.to_string())?;
+    // Servers that write non-finite numbers as Triton does (bare `NaN`, `Infinity`).
+    let quoted = mlops_runtime::http::codec::quote_non_finite(head);
+    let value: Value =
+        serde_json::from_slice(quoted.as_deref().unwrap_or(head)).map_err(|e| e.to_string())?;
     let outputs = value
         .get("outputs")
         .and_then(Value::as_array)
@@ -654,6 +657,9 @@ pub(crate) fn tensor_from_json(
             Value::Number(n) => n
                 .as_f64()
                 .ok_or_else(|| format!("'{name}': {n} is not a number")),
+            Value::String(s) if mlops_runtime::http::codec::non_finite(s).is_some() => {
+                Ok(mlops_runtime::http::codec::non_finite(s).unwrap_or(f64::NAN))
+            }
             Value::String(s) if s == "NaN" => Ok(f64::NAN),
             Value::String(s) if s == "Infinity" => Ok(f64::INFINITY),
             Value::String(s) if s == "-Infinity" => Ok(f64::NEG_INFINITY),

@@ -60,13 +60,14 @@ impl TunedServing {
             .find(|f| f.path == model.entry.path)
             .map(|f| f.sha256.as_str());
         match (profiled.sha256.as_deref(), sha256) {
-            (Some(theirs), Some(ours)) if theirs != ours => {
+            (Some(theirs), Some(ours)) if !theirs.eq_ignore_ascii_case(ours) => {
+                let short = |h: &str| h.get(..12).unwrap_or(h).to_string();
                 return Err(mismatch(format!(
                     "it was measured on model '{}' (sha256 {}…), not on '{}' (sha256 {}…)",
                     profiled.name,
-                    &theirs[..theirs.len().min(12)],
+                    short(theirs),
                     model.name,
-                    &ours[..ours.len().min(12)]
+                    short(ours)
                 )));
             }
             (Some(_), Some(_)) => {}

@@ -142,10 +142,19 @@ pub fn incoming_with(
     limits: ConnectionLimits,
 ) -> impl futures::Stream<Item = std::io::Result<LimitedStream>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<LimitedStream>>(64);
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        limits
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
+            // Served no more (tonic dropped the stream): let the port go at once.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) if tx.is_closed() => return,
                 // Out of file descriptors and the like: pause rather than spin or exit.
@@ -165,18 +174,13 @@ pub fn incoming_with(
             let _ = stream.set_nodelay(true);
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await
-                {
-                    Ok(Ok(n)) if n > 0 => {
-                        let _ = tx
-                            .send(Ok(LimitedStream {
-                                inner: stream,
-                                _permit: permit,
-                            }))
-                            .await;
-                    }
-                    _ => {}
+                if crate::limits::starts_a_request(&stream, limits.first_byte_timeout).await {
+                    let _ = tx
+                        .send(Ok(LimitedStream {
+                            inner: stream,
+                            _permit: permit,
+                        }))
+                        .await;
                 }
             });
         }

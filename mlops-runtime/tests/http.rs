@@ -849,6 +849,11 @@ async fn non_finite_numbers_travel_as_triton_writes_them() {
         reply.error()
     );
 
+    // A bare NaN is no text: in a BYTES input it is a 400, not a string.
+    let body = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":[NaN]}]}"#;
+    let reply = call(&app, "POST", "/v2/models/mlp/infer", &[], body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.error());
+
     // A bare token is still a syntax error where a number cannot be, and a string "NaN" is
     // not a number.
     let body = r#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":["NaN"]}]}"#;
@@ -919,6 +924,14 @@ async fn silent_and_surplus_connections_are_closed() {
             .unwrap_or(0);
         assert_eq!(n, 0);
     }
+    // One that sends the start of HTTP/2's preface and stops is closed the same way.
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"PRI * HT").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), partial.read(&mut buf))
+        .await
+        .expect("closed inside the preface")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
     // ...and a real request gets its answer.
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client
@@ -973,6 +986,22 @@ async fn request_bodies_in_flight_share_one_budget() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    // A body declared over the limit is refused before it is read, budget or not.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/v2/models/mlp/infer")
+                .header("content-length", (2 << 20).to_string())
+                .body(Body::from_stream(futures::stream::pending::<
+                    Result<Bytes, std::io::Error>,
+                >()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Health checks carry no body and still answer.
     assert_eq!(
         call(&app, "GET", "/v2/health/ready", &[], "").await.status,

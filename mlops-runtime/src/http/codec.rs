@@ -198,12 +198,14 @@ fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<b
     }
 }
 
-/// What a bare non-finite token becomes while parsing: a string no client sends.
-const NON_FINITE_MARK: &str = "\u{0}mlops-non-finite:";
+/// What a bare non-finite token becomes while parsing: a string that starts with a NUL,
+/// which no number and no text a client means to send does. Short, so that a body full of
+/// `NaN` grows at most threefold.
+const NON_FINITE_MARK: &str = "\u{0}";
 
 /// The JSON text with every bare `NaN`, `Infinity` and `-Infinity` outside strings written
 /// as a marked string, or `None` when it has none (the common case: one scan, no copy).
-fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
+pub fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
     // Most bodies hold neither token anywhere: a vectorised search settles it.
     if memchr::memmem::find(json, b"NaN").is_none()
         && memchr::memmem::find(json, b"Infinity").is_none()
@@ -237,8 +239,12 @@ fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
             let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len() + 64));
             buf.extend_from_slice(&json[copied..i]);
             buf.push(b'"');
-            buf.extend_from_slice(b"\\u0000mlops-non-finite:");
-            buf.extend_from_slice(token);
+            buf.extend_from_slice(b"\\u0000");
+            buf.extend_from_slice(match *token {
+                b"NaN" => b"N",
+                b"Infinity" => b"I",
+                _ => b"-I",
+            });
             buf.push(b'"');
             i += token.len();
             copied = i;
@@ -251,12 +257,12 @@ fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// A marked non-finite token's value.
-fn non_finite(v: &str) -> Option<f64> {
+/// A marked non-finite token's value (what [`quote_non_finite`] wrote).
+pub fn non_finite(v: &str) -> Option<f64> {
     match v.strip_prefix(NON_FINITE_MARK)? {
-        "NaN" => Some(f64::NAN),
-        "Infinity" => Some(f64::INFINITY),
-        "-Infinity" => Some(f64::NEG_INFINITY),
+        "N" => Some(f64::NAN),
+        "I" => Some(f64::INFINITY),
+        "-I" => Some(f64::NEG_INFINITY),
         _ => None,
     }
 }
@@ -337,7 +343,8 @@ impl Elem for bool {
 impl Elem for String {
     const WHAT: &'static str = "string";
     fn from_str(v: &str) -> Option<Self> {
-        Some(v.to_owned())
+        // A bare NaN among strings is not text.
+        (non_finite(v).is_none()).then(|| v.to_owned())
     }
 }
 

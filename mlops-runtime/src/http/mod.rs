@@ -134,8 +134,16 @@ async fn body_budget(
         .and_then(|v| v.parse::<usize>().ok());
     let bytes = match declared {
         Some(0) => return next.run(request).await,
-        // Past the body limit: the limit answers 413, costing nothing here.
-        Some(n) if n > state.config.max_body_bytes => return next.run(request).await,
+        // Past the body limit: refused before a byte of it is read.
+        Some(n) if n > state.config.max_body_bytes => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body of {n} bytes is over the limit of {} bytes",
+                    state.config.max_body_bytes
+                ),
+            );
+        }
         Some(n) => n,
         None if request.method() == axum::http::Method::GET => return next.run(request).await,
         None => state.config.max_body_bytes,
@@ -277,7 +285,11 @@ pub async fn serve_with(
     use tower::ServiceExt;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        limits
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -307,11 +319,10 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let _permit = permit;
             // HTTP/1 and HTTP/2 are told apart by the first bytes, and hyper waits for them
-            // without a deadline: a silent socket is closed here instead.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            // without a deadline: a silent socket, or one that stops inside HTTP/2's
+            // preface, is closed here instead.
+            if !crate::limits::starts_a_request(&stream, limits.first_byte_timeout).await {
+                return;
             }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
