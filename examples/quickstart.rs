@@ -28,6 +28,8 @@
 // An example's output is its point.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,12 +45,11 @@ use mlops::profile::{
     ServerCommand,
 };
 use mlops::registry::{
-    Change, Endpoint, Expect, NewVersion, Promotion, Protocol, Registry, ValidationCase,
-    ValidationPolicy,
+    Change, Endpoint, Expect, NewVersion, Promotion, Protocol, Registry, ValidationPolicy,
 };
 use mlops::runtime::client::{Client, ClientConfig};
 use mlops::runtime::http::{HttpConfig, router, serve};
-use mlops::runtime::{Batcher, BatcherConfig, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+use mlops::runtime::{ModelServer, ModelSpec, OrtRuntime};
 use mlops::scale::chart::timeline_chart;
 use mlops::scale::policy::{CapacityConfig, PolicyConfig, UtilizationConfig};
 use mlops::scale::{ReplicaModel, SimReport, Simulator, Trace, TraceSpec};
@@ -102,14 +103,7 @@ fn main() -> ExitCode {
     if let Some(code) = mlops::profile::server::child_main() {
         return code;
     }
-    // Logs on stderr; RUST_LOG picks what (default: warn).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logs("warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -254,7 +248,7 @@ async fn run() -> Result<(), BoxError> {
         "validate: candidates against production, on real inference",
     );
     let scratch = out.join("scratch");
-    let cases = validation_set()?;
+    let cases = common::validation_set()?;
     let policy = ValidationPolicy::default()
         .with_tolerance(1e-5, 1e-4)
         .with_top1_agreement("y", 0.99)
@@ -263,8 +257,9 @@ async fn run() -> Result<(), BoxError> {
         format!("{MODEL}@staging"),
         format!("{MODEL}/{}", registered[2]),
     ] {
-        let (base_v, baseline) = open(&registry, &format!("{MODEL}@production"), &scratch).await?;
-        let (cand_v, cand) = open(&registry, &candidate, &scratch).await?;
+        let (base_v, baseline) =
+            common::open_version(&registry, &format!("{MODEL}@production"), &scratch).await?;
+        let (cand_v, cand) = common::open_version(&registry, &candidate, &scratch).await?;
         let outcome = registry
             .promote_if_valid(
                 Promotion {
@@ -473,44 +468,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Downloads a version (every file verified) and serves it with ONNX Runtime.
-async fn open(
-    registry: &Registry,
-    reference: &str,
-    scratch: &Path,
-) -> Result<(u64, Batcher), BoxError> {
-    let dest = scratch.join(reference.replace(['/', '@'], "_"));
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    }
-    let got = registry.download(reference, &dest).await?;
-    let session = OrtRuntime::new(OrtOptions::default())?.open(&got.entry)?;
-    let batcher = Batcher::start(reference, vec![Box::new(session)], BatcherConfig::default())?;
-    Ok((got.version.version, batcher))
-}
-
-/// 16 batches of 8 deterministic inputs.
-fn validation_set() -> Result<Vec<ValidationCase>, BoxError> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..16)
-        .map(|_| {
-            let values: Vec<f32> = (0..8 * 64)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % 2000) as f32 / 1000.0 - 1.0
-                })
-                .collect();
-            Ok(ValidationCase::new(vec![Tensor::from_vec(
-                "x",
-                vec![8, 64],
-                values,
-            )?]))
-        })
-        .collect()
 }
 
 /// The bundled golden requests of the MLP, with their expected outputs.

@@ -11,15 +11,16 @@
 // An example's output is its point.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use mlops::core::{Lineage, Tensor};
+use mlops::core::Lineage;
 use mlops::registry::{
     AuditAction, AuditQuery, Change, Expect, ModelRegistryExt, NewVersion, Promotion, Registry,
-    ValidationCase, ValidationPolicy,
+    ValidationPolicy,
 };
-use mlops::runtime::{Batcher, BatcherConfig, OrtOptions, OrtRuntime};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,41 +39,6 @@ fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join(name)
-}
-
-/// Downloads a version (every file verified) and serves it with ONNX Runtime.
-async fn serve(
-    registry: &Registry,
-    reference: &str,
-    scratch: &Path,
-) -> Result<(u64, Batcher), BoxError> {
-    let dest = scratch.join(reference.replace(['/', '@'], "_"));
-    let got = registry.download(reference, &dest).await?;
-    let session = OrtRuntime::new(OrtOptions::default())?.open(&got.entry)?;
-    let batcher = Batcher::start(reference, vec![Box::new(session)], BatcherConfig::default())?;
-    Ok((got.version.version, batcher))
-}
-
-/// 16 batches of 8 deterministic inputs.
-fn validation_set() -> Result<Vec<ValidationCase>, BoxError> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..16)
-        .map(|_| {
-            let values: Vec<f32> = (0..8 * 64)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % 2000) as f32 / 1000.0 - 1.0
-                })
-                .collect();
-            Ok(ValidationCase::new(vec![Tensor::from_vec(
-                "x",
-                vec![8, 64],
-                values,
-            )?]))
-        })
-        .collect()
 }
 
 async fn run() -> Result<(), BoxError> {
@@ -170,15 +136,16 @@ async fn run() -> Result<(), BoxError> {
 
     // 3. CI validates staging against production on real inference and promotes it.
     let scratch = temp.path().join("serving");
-    let cases = validation_set()?;
+    let cases = common::validation_set()?;
     let policy = ValidationPolicy::default()
         .with_tolerance(1e-5, 1e-4)
         .with_top1_agreement("y", 0.99)
         .with_max_latency_regression(1.0);
     for candidate_ref in [format!("{name}@staging"), format!("{name}/{}", v3.version)] {
         // Each candidate is compared with whatever production is at that moment.
-        let (base_v, baseline) = serve(&registry, &format!("{name}@production"), &scratch).await?;
-        let (cand_v, candidate) = serve(&registry, &candidate_ref, &scratch).await?;
+        let (base_v, baseline) =
+            common::open_version(&registry, &format!("{name}@production"), &scratch).await?;
+        let (cand_v, candidate) = common::open_version(&registry, &candidate_ref, &scratch).await?;
         let outcome = registry
             .promote_if_valid(
                 Promotion {

@@ -28,6 +28,8 @@
 // An example's output is its point.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -198,14 +200,7 @@ fn profiled(flags: &ModelSpec, tuned: &TunedServing) -> ModelSpec {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs on stderr; RUST_LOG picks what (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logs("info");
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

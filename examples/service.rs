@@ -13,6 +13,8 @@
 // An example's output is its point.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,14 +30,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // Logs on stderr; RUST_LOG picks what (default: info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logs("info");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/quickstart");
     let (mut registry_dir, mut profile, mut http) = (
         root.join("registry"),
