@@ -9,7 +9,9 @@
 //! Flags:
 //! - `DIR`: serve every model in a directory (flat, or Triton's `<name>/<version>/` layout);
 //! - `--registry DIR --model NAME@ALIAS` (repeatable `--model`): serve registered versions,
-//!   downloaded and verified, and announce them in the registry's endpoint directory;
+//!   downloaded and verified, and announce them in the registry's endpoint directory; the
+//!   repository extension (`POST /v2/repository/models/mlp@staging/load`) then loads and
+//!   unloads `NAME@ALIAS` and `NAME/N` from the registry, and lists what it holds;
 //! - `--http ADDR`, `--grpc ADDR`, `--metrics ADDR`: where to listen;
 //! - `--advertise HOST`: the host clients reach this server at, announced in the
 //!   registry (default: the listening address's host);
@@ -40,7 +42,9 @@ use mlops::core::{ModelFormat, ModelManifest, ProfileReport};
 use mlops::profile::tuned::TunedServing;
 use mlops::registry::{Endpoint, Protocol, Registry};
 use mlops::runtime::http::{HttpConfig, metrics_router, router, serve};
+use mlops::runtime::protocol::{self, DirectoryRepository, Repository};
 use mlops::runtime::{BatcherConfig, ModelServer, ModelSpec, OrtOptions, OrtRuntime};
+use mlops::serving::RegistryRepository;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -325,14 +329,19 @@ async fn run() -> Result<(), BoxError> {
         args.http, args.grpc, args.metrics
     );
     // The repository extension loads from the model directory; in registry mode from the
-    // scratch directory the versions were downloaded to.
-    let repository = args
-        .repository
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
+    // registry, by alias or version (`mlp@staging`, `mlp/3`). HTTP and gRPC share it.
+    let repository: Arc<dyn Repository> = match (&args.repository, &args.registry) {
+        (Some(dir), _) => Arc::new(DirectoryRepository::new(dir.clone(), args.spec.clone())),
+        (None, Some(dir)) => Arc::new(RegistryRepository::new(
+            Registry::open(dir).await?,
+            scratch.path().join("loaded"),
+            args.spec.clone(),
+        )),
+        (None, None) => return Err("give a model directory or --registry DIR".into()),
+    };
     let app = router(
         server.clone(),
-        HttpConfig::default().with_repository(repository.clone(), args.spec.clone()),
+        HttpConfig::default().with_model_repository(repository.clone()),
     );
     let http_task = tokio::spawn(serve(http, app, stopped(stop_rx.clone())));
     let metrics_task = tokio::spawn(serve(
@@ -340,8 +349,9 @@ async fn run() -> Result<(), BoxError> {
         metrics_router(server.clone()),
         stopped(stop_rx.clone()),
     ));
-    let grpc_service =
-        mlops::runtime::grpc::service(server.clone(), Some(repository), args.spec.clone());
+    let grpc_service = mlops::runtime::grpc::service_for(
+        protocol::Protocol::new(server.clone()).with_repository(repository),
+    );
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc_service)

@@ -12,6 +12,7 @@
 //! | `runtime` | `mlops-runtime` | inference sessions, batching, serving (feature `runtime`) |
 //! | `profile` | `mlops-profile` | load testing and configuration search (feature `profile`) |
 //! | `scale` | `mlops-scale` | autoscaling policies, simulator, backends, manifests (feature `scale`) |
+//! | `serving` | this crate | the repository extension over a registry (features `registry`, `runtime`) |
 
 pub use mlops_core as core;
 
@@ -23,3 +24,5 @@ pub use mlops_registry as registry;
 pub use mlops_runtime as runtime;
 #[cfg(feature = "scale")]
 pub use mlops_scale as scale;
+#[cfg(all(feature = "registry", feature = "runtime"))]
+pub mod serving;

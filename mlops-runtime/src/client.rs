@@ -399,7 +399,7 @@ impl Client {
                 let error = Error::Remote {
                     model: model_id.to_owned(),
                     address: target.replica.address.clone(),
-                    code: format!("{:?}", status.code()),
+                    code: grpc::code_of(status.code()),
                     message: status.message().to_owned(),
                 };
                 return Err(Attempt { error, kind });
@@ -409,7 +409,7 @@ impl Client {
             error: Error::Remote {
                 model: model_id.to_owned(),
                 address: target.replica.address.clone(),
-                code: "MalformedResponse".into(),
+                code: crate::Code::Unknown,
                 message: why,
             },
             kind: Failure::Permanent,

@@ -106,8 +106,8 @@ pub enum Error {
         model: String,
         /// The replica that answered.
         address: String,
-        /// The protocol's status (a gRPC code).
-        code: String,
+        /// The status it answered with.
+        code: Code,
         /// What the server said.
         message: String,
     },
@@ -123,6 +123,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// The protocol status this error is answered with, on any front end.
+    pub fn code(&self) -> Code {
+        match self {
+            // The server could not read its own files (a load from the repository): its
+            // fault, not the request's.
+            Error::InvalidInput(mlops_core::Error::Io { .. }) => Code::Internal,
+            Error::InvalidInput(_) => Code::InvalidArgument,
+            Error::ModelNotFound { .. } => Code::NotFound,
+            Error::Overloaded { .. } => Code::ResourceExhausted,
+            Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::ShuttingDown { .. } | Error::Unavailable { .. } | Error::NoReplica { .. } => {
+                Code::Unavailable
+            }
+            Error::NotCompiled { .. } => Code::Unimplemented,
+            Error::Remote { code, .. } => *code,
+            Error::Load { .. } | Error::Resize { .. } | Error::Inference { .. } => Code::Internal,
+        }
+    }
+
     /// Whether the same request may succeed if retried later (or on another replica):
     /// overload, queue timeouts and shutdown are temporary; bad input and missing models
     /// are not.
@@ -132,11 +151,88 @@ impl Error {
             | Error::Timeout { .. }
             | Error::ShuttingDown { .. }
             | Error::NoReplica { .. } => true,
-            Error::Remote { code, .. } => matches!(
-                code.as_str(),
-                "Unavailable" | "ResourceExhausted" | "DeadlineExceeded"
-            ),
+            Error::Remote { code, .. } => code.is_temporary(),
             _ => false,
         }
+    }
+}
+
+/// The kind of an answer that is not a success, as both front ends of the Open Inference
+/// Protocol say it: each has one HTTP status and one gRPC code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// The request is at fault (400, `INVALID_ARGUMENT`).
+    InvalidArgument,
+    /// No such model or version (404, `NOT_FOUND`).
+    NotFound,
+    /// The server is not set up for the operation, such as model control without a
+    /// repository (400, `FAILED_PRECONDITION`).
+    FailedPrecondition,
+    /// A queue or budget is full: retry later (429, `RESOURCE_EXHAUSTED`).
+    ResourceExhausted,
+    /// The request's deadline passed (504, `DEADLINE_EXCEEDED`).
+    DeadlineExceeded,
+    /// The server or model is stopping or cannot serve now (503, `UNAVAILABLE`).
+    Unavailable,
+    /// This build lacks what the operation needs (501, `UNIMPLEMENTED`).
+    Unimplemented,
+    /// The server failed (500, `INTERNAL`).
+    Internal,
+    /// The answer was not one of the protocol's, such as a malformed response or a
+    /// status this library does not know (500, `UNKNOWN`).
+    Unknown,
+}
+
+impl Code {
+    /// The HTTP status code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::InvalidArgument | Code::FailedPrecondition => 400,
+            Code::NotFound => 404,
+            Code::ResourceExhausted => 429,
+            Code::DeadlineExceeded => 504,
+            Code::Unavailable => 503,
+            Code::Unimplemented => 501,
+            Code::Internal | Code::Unknown => 500,
+        }
+    }
+
+    /// The code for an HTTP status: what a client makes of a server's answer.
+    pub fn from_http_status(status: u16) -> Code {
+        match status {
+            400 | 413 | 422 => Code::InvalidArgument,
+            404 => Code::NotFound,
+            408 | 504 => Code::DeadlineExceeded,
+            429 => Code::ResourceExhausted,
+            501 => Code::Unimplemented,
+            503 => Code::Unavailable,
+            500 => Code::Internal,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// Whether the same request may succeed later or on another replica.
+    pub fn is_temporary(self) -> bool {
+        matches!(
+            self,
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded
+        )
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::NotFound => "NOT_FOUND",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unknown => "UNKNOWN",
+        })
     }
 }

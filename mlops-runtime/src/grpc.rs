@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mlops_core::{DataType, Tensor, TensorSpec};
+use mlops_core::{DataType, Tensor};
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::limits::ConnectionLimits;
+use crate::protocol::{self, DirectoryRepository, InstanceKind, Protocol};
 use crate::server::{ModelServer, ModelSpec};
 
 /// The code tonic generated from `proto/inference.proto`: messages, the server trait and a
@@ -89,39 +90,36 @@ pub fn response_outputs(response: proto::ModelInferResponse) -> Result<Vec<Tenso
         .collect()
 }
 
-/// The gRPC front end's state; build it with [`service`].
-#[derive(Clone)]
+/// The gRPC front end: a [`Protocol`] in tonic's clothes; build it with [`service`] or
+/// [`service_for`].
+#[derive(Clone, Debug)]
 pub struct GrpcFrontEnd {
-    server: Arc<ModelServer>,
-    repository: Option<PathBuf>,
-    load_spec: ModelSpec,
-}
-
-impl std::fmt::Debug for GrpcFrontEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcFrontEnd")
-            .field("repository", &self.repository)
-            .finish_non_exhaustive()
-    }
+    protocol: Protocol,
 }
 
 /// The largest message accepted or sent by default: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// The gRPC service over `server`; `repository` enables load and unload (models loaded
-/// with `load_spec`).
+/// The gRPC service over `server`; `repository` enables load and unload from a directory
+/// (models loaded with `load_spec`).
 pub fn service(
     server: Arc<ModelServer>,
     repository: Option<PathBuf>,
     load_spec: ModelSpec,
 ) -> GrpcInferenceServiceServer<GrpcFrontEnd> {
-    GrpcInferenceServiceServer::new(GrpcFrontEnd {
-        server,
-        repository,
-        load_spec,
-    })
-    .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+    let mut protocol = Protocol::new(server);
+    if let Some(dir) = repository {
+        protocol = protocol.with_repository(Arc::new(DirectoryRepository::new(dir, load_spec)));
+    }
+    service_for(protocol)
+}
+
+/// The gRPC service answering for `protocol`: the same server, name and repository as an
+/// HTTP front end over it.
+pub fn service_for(protocol: Protocol) -> GrpcInferenceServiceServer<GrpcFrontEnd> {
+    GrpcInferenceServiceServer::new(GrpcFrontEnd { protocol })
+        .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
 }
 
 /// Accepted connections for `tonic`'s `serve_with_incoming` from a bound listener, with
@@ -249,43 +247,56 @@ impl tonic::transport::server::Connected for LimitedStream {
 
 /// The gRPC status for a runtime error.
 pub fn status_of(error: &Error) -> Status {
-    let message = error.to_string();
-    match error {
-        // The server could not read its own files (a load from the repository): its fault.
-        Error::InvalidInput(mlops_core::Error::Io { .. }) => Status::internal(message),
-        Error::InvalidInput(_) => Status::invalid_argument(message),
-        Error::ModelNotFound { .. } => Status::not_found(message),
-        Error::Overloaded { .. } => Status::resource_exhausted(message),
-        Error::Timeout { .. } => Status::deadline_exceeded(message),
-        Error::ShuttingDown { .. } | Error::Unavailable { .. } => Status::unavailable(message),
-        _ => Status::internal(message),
+    status(&protocol::Status::from(error))
+}
+
+/// The gRPC code of a protocol status.
+pub fn grpc_code(code: Code) -> tonic::Code {
+    match code {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        Code::Unavailable => tonic::Code::Unavailable,
+        Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Internal => tonic::Code::Internal,
+        _ => tonic::Code::Unknown,
     }
+}
+
+/// The protocol status of a gRPC code: what a client makes of a server's answer.
+pub fn code_of(code: tonic::Code) -> Code {
+    match code {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Code::InvalidArgument,
+        tonic::Code::NotFound => Code::NotFound,
+        tonic::Code::FailedPrecondition => Code::FailedPrecondition,
+        tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+        tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+        tonic::Code::Unavailable => Code::Unavailable,
+        tonic::Code::Unimplemented => Code::Unimplemented,
+        tonic::Code::Internal | tonic::Code::DataLoss => Code::Internal,
+        _ => Code::Unknown,
+    }
+}
+
+fn status(s: &protocol::Status) -> Status {
+    Status::new(grpc_code(s.code), s.message.clone())
+}
+
+fn refused(s: protocol::Status) -> Status {
+    Status::new(grpc_code(s.code), s.message)
 }
 
 fn version_of(text: &str) -> Result<Option<u64>, Status> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    match text.parse::<u64>() {
-        Ok(v) if v > 0 => Ok(Some(v)),
-        _ => Err(Status::invalid_argument(format!(
-            "'{text}' is not a model version (1, 2, ...)"
-        ))),
-    }
+    protocol::parse_version(text).map_err(refused)
 }
 
-/// The version to use: the one asked for, or the latest served.
-fn pick(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, Status> {
-    server
-        .served_version(model, version)
-        .map_err(|e| status_of(&e))
-}
-
-fn metadata_of(spec: &TensorSpec) -> TensorMetadata {
+fn metadata_of(t: protocol::TensorMetadata) -> TensorMetadata {
     TensorMetadata {
-        name: spec.name.clone(),
-        datatype: spec.dtype.to_string(),
-        shape: spec.shape.iter().flatten().map(|d| d.to_i64()).collect(),
+        name: t.name,
+        datatype: t.datatype.to_string(),
+        shape: t.shape,
     }
 }
 
@@ -378,7 +389,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
         _: Request<proto::ServerReadyRequest>,
     ) -> Result<Response<proto::ServerReadyResponse>, Status> {
         Ok(Response::new(proto::ServerReadyResponse {
-            ready: self.server.is_ready(),
+            ready: self.protocol.server_ready(),
         }))
     }
 
@@ -387,11 +398,12 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::ModelReadyRequest>,
     ) -> Result<Response<proto::ModelReadyResponse>, Status> {
         let r = request.into_inner();
-        let version = version_of(&r.version)?;
-        let ready = pick(&self.server, &r.name, version)
-            .ok()
-            .and_then(|v| self.server.get(&r.name, Some(v)).ok())
-            .is_some_and(|b| b.is_ready());
+        let ready = match self.protocol.model_ready(&r.name, version_of(&r.version)?) {
+            Ok(ready) => ready,
+            // As Triton: a model not served is not ready, not an error.
+            Err(s) if s.code == Code::NotFound => false,
+            Err(s) => return Err(refused(s)),
+        };
         Ok(Response::new(proto::ModelReadyResponse { ready }))
     }
 
@@ -399,10 +411,11 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         _: Request<proto::ServerMetadataRequest>,
     ) -> Result<Response<proto::ServerMetadataResponse>, Status> {
+        let m = self.protocol.server_metadata();
         Ok(Response::new(proto::ServerMetadataResponse {
-            name: "mlops".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["model_repository".into()],
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions.into_iter().map(str::to_owned).collect(),
         }))
     }
 
@@ -411,23 +424,16 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::ModelMetadataRequest>,
     ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let v = pick(&self.server, &r.name, version_of(&r.version)?)?;
-        let batcher = self
-            .server
-            .get(&r.name, Some(v))
-            .map_err(|e| status_of(&e))?;
-        let sig = batcher.signature();
+        let m = self
+            .protocol
+            .model_metadata(&r.name, version_of(&r.version)?)
+            .map_err(refused)?;
         Ok(Response::new(proto::ModelMetadataResponse {
-            versions: self
-                .server
-                .models()
-                .get(&r.name)
-                .map(|vs| vs.iter().map(u64::to_string).collect())
-                .unwrap_or_default(),
-            platform: self.server.platform(&r.name, v).unwrap_or_default(),
-            inputs: sig.inputs.iter().map(metadata_of).collect(),
-            outputs: sig.outputs.iter().map(metadata_of).collect(),
-            name: r.name,
+            name: m.name,
+            versions: m.versions.iter().map(u64::to_string).collect(),
+            platform: m.platform,
+            inputs: m.inputs.into_iter().map(metadata_of).collect(),
+            outputs: m.outputs.into_iter().map(metadata_of).collect(),
         }))
     }
 
@@ -436,7 +442,11 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::ModelInferRequest>,
     ) -> Result<Response<proto::ModelInferResponse>, Status> {
         let r = request.into_inner();
-        let v = pick(&self.server, &r.model_name, version_of(&r.model_version)?)?;
+        let version = version_of(&r.model_version)?;
+        let version = self
+            .protocol
+            .served_version(&r.model_name, version)
+            .map_err(refused)?;
         let raw = r.raw_input_contents;
         let mut inputs = Vec::with_capacity(r.inputs.len());
         if raw.is_empty() {
@@ -470,37 +480,20 @@ impl GrpcInferenceService for GrpcFrontEnd {
                 inputs.push(tensor);
             }
         }
-        let batcher = self
-            .server
-            .get(&r.model_name, Some(v))
-            .map_err(|e| status_of(&e))?;
-        let wanted: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
-        if let Some(unknown) = wanted
-            .iter()
-            .find(|w| !batcher.signature().outputs.iter().any(|o| &o.name == *w))
-        {
-            return Err(Status::invalid_argument(format!(
-                "model '{}' has no output '{unknown}'",
-                r.model_name
-            )));
-        }
-        drop(batcher);
-        let outputs = self
-            .server
-            .infer(&r.model_name, Some(v), inputs)
+        let answer = self
+            .protocol
+            .infer(protocol::InferRequest {
+                model: r.model_name,
+                version: Some(version),
+                id: (!r.id.is_empty()).then_some(r.id),
+                inputs,
+                outputs: r.outputs.into_iter().map(|o| o.name).collect(),
+            })
             .await
-            .map_err(|e| status_of(&e))?;
-        let selected: Vec<Tensor> = if wanted.is_empty() {
-            outputs
-        } else {
-            wanted
-                .iter()
-                .filter_map(|w| outputs.iter().find(|t| t.name() == w).cloned())
-                .collect()
-        };
-        let mut described = Vec::with_capacity(selected.len());
-        let mut raw_out: Vec<Bytes> = Vec::with_capacity(selected.len());
-        for t in selected {
+            .map_err(refused)?;
+        let mut described = Vec::with_capacity(answer.outputs.len());
+        let mut raw_out: Vec<Bytes> = Vec::with_capacity(answer.outputs.len());
+        for t in answer.outputs {
             let (name, dtype, shape, data) = t.into_parts();
             described.push(InferOutputTensor {
                 name,
@@ -515,9 +508,9 @@ impl GrpcInferenceService for GrpcFrontEnd {
             raw_out.push(data);
         }
         Ok(Response::new(proto::ModelInferResponse {
-            model_name: r.model_name,
-            model_version: v.to_string(),
-            id: r.id,
+            model_name: answer.model,
+            model_version: answer.version.to_string(),
+            id: answer.id.unwrap_or_default(),
             parameters: Default::default(),
             outputs: described,
             raw_output_contents: raw_out,
@@ -529,66 +522,49 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::ModelConfigRequest>,
     ) -> Result<Response<proto::ModelConfigResponse>, Status> {
         let r = request.into_inner();
-        let v = pick(&self.server, &r.name, version_of(&r.version)?)?;
-        let batcher = self
-            .server
-            .get(&r.name, Some(v))
-            .map_err(|e| status_of(&e))?;
-        let max_batch = batcher.max_batch_size();
-        // With batching, Triton's dims leave out the batch dimension.
-        let dims = |s: &TensorSpec| -> Vec<i64> {
-            s.shape
-                .iter()
-                .flatten()
-                .skip(usize::from(max_batch > 0))
-                .map(|d| d.to_i64())
-                .collect()
-        };
-        let sig = batcher.signature();
-        let cfg = batcher.config();
+        let c = self
+            .protocol
+            .model_config(&r.name, version_of(&r.version)?)
+            .map_err(refused)?;
+        let clamp = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let config = proto::ModelConfig {
-            name: r.name.clone(),
-            platform: self.server.platform(&r.name, v).unwrap_or_default(),
+            name: c.name.clone(),
+            platform: c.platform,
             version_policy: Some(proto::ModelVersionPolicy {
                 specific: Some(proto::model_version_policy::Specific {
-                    versions: vec![i64::try_from(v).unwrap_or(i64::MAX)],
+                    versions: vec![i64::try_from(c.version).unwrap_or(i64::MAX)],
                 }),
             }),
-            max_batch_size: i32::try_from(max_batch).unwrap_or(i32::MAX),
-            input: sig
+            max_batch_size: clamp(c.max_batch_size),
+            input: c
                 .inputs
-                .iter()
-                .map(|s| proto::ModelInput {
-                    name: s.name.clone(),
-                    data_type: triton_type(s.dtype) as i32,
-                    dims: dims(s),
+                .into_iter()
+                .map(|t| proto::ModelInput {
+                    name: t.name,
+                    data_type: triton_type(t.datatype) as i32,
+                    dims: t.shape,
                 })
                 .collect(),
-            output: sig
+            output: c
                 .outputs
-                .iter()
-                .map(|s| proto::ModelOutput {
-                    name: s.name.clone(),
-                    data_type: triton_type(s.dtype) as i32,
-                    dims: dims(s),
+                .into_iter()
+                .map(|t| proto::ModelOutput {
+                    name: t.name,
+                    data_type: triton_type(t.datatype) as i32,
+                    dims: t.shape,
                 })
                 .collect(),
             instance_group: vec![proto::ModelInstanceGroup {
-                name: r.name.clone(),
-                count: i32::try_from(batcher.instances()).unwrap_or(i32::MAX),
-                kind: if batcher.device().is_gpu() {
-                    proto::model_instance_group::Kind::Gpu
-                } else {
-                    proto::model_instance_group::Kind::Cpu
+                name: c.name,
+                count: clamp(c.instance_count),
+                kind: match c.instance_kind {
+                    InstanceKind::Gpu => proto::model_instance_group::Kind::Gpu,
+                    InstanceKind::Cpu => proto::model_instance_group::Kind::Cpu,
                 } as i32,
             }],
-            dynamic_batching: Some(proto::ModelDynamicBatching {
-                preferred_batch_size: cfg
-                    .preferred_batch_sizes
-                    .iter()
-                    .map(|&b| i32::try_from(b).unwrap_or(i32::MAX))
-                    .collect(),
-                max_queue_delay_microseconds: u64::try_from(cfg.max_queue_delay.as_micros())
+            dynamic_batching: c.dynamic_batching.map(|b| proto::ModelDynamicBatching {
+                preferred_batch_size: b.preferred_batch_sizes.into_iter().map(clamp).collect(),
+                max_queue_delay_microseconds: u64::try_from(b.max_queue_delay.as_micros())
                     .unwrap_or(u64::MAX),
             }),
             backend: String::new(),
@@ -603,40 +579,25 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::ModelStatisticsRequest>,
     ) -> Result<Response<proto::ModelStatisticsResponse>, Status> {
         let r = request.into_inner();
-        let models = self.server.models();
-        let wanted: Vec<(String, u64)> = if r.name.is_empty() {
-            models
-                .iter()
-                .flat_map(|(n, vs)| vs.iter().map(move |v| (n.clone(), *v)))
-                .collect()
+        let all = if r.name.is_empty() {
+            self.protocol.model_statistics(None, None)
         } else {
-            match version_of(&r.version)? {
-                Some(v) => vec![(r.name.clone(), pick(&self.server, &r.name, Some(v))?)],
-                None => models
-                    .get(&r.name)
-                    .ok_or_else(|| {
-                        status_of(&Error::ModelNotFound {
-                            name: r.name.clone(),
-                            version: None,
-                        })
-                    })?
-                    .iter()
-                    .map(|v| (r.name.clone(), *v))
-                    .collect(),
-            }
-        };
+            self.protocol
+                .model_statistics(Some(&r.name), version_of(&r.version)?)
+        }
+        .map_err(refused)?;
         let duration = |count: u64, d: std::time::Duration| proto::StatisticDuration {
             count,
             ns: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
         };
-        let model_stats = wanted
+        let model_stats = all
             .into_iter()
-            .filter_map(|(name, v)| {
-                let s = self.server.stats(&name, Some(v)).ok()?;
+            .map(|m| {
+                let s = m.stats;
                 let ok = s.request_success;
-                Some(proto::ModelStatistics {
-                    name,
-                    version: v.to_string(),
+                proto::ModelStatistics {
+                    name: m.name,
+                    version: m.version.to_string(),
                     last_inference: 0,
                     inference_count: s.inference_count,
                     execution_count: s.execution_count,
@@ -663,7 +624,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
                             ..Default::default()
                         })
                         .collect(),
-                })
+                }
             })
             .collect();
         Ok(Response::new(proto::ModelStatisticsResponse {
@@ -675,20 +636,18 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         request: Request<proto::RepositoryIndexRequest>,
     ) -> Result<Response<proto::RepositoryIndexResponse>, Status> {
-        let _ready_only = request.into_inner().ready;
+        let ready_only = request.into_inner().ready;
         let models = self
-            .server
-            .models()
+            .protocol
+            .repository_index(ready_only)
+            .await
+            .map_err(refused)?
             .into_iter()
-            .flat_map(|(name, versions)| {
-                versions
-                    .into_iter()
-                    .map(move |v| proto::repository_index_response::ModelIndex {
-                        name: name.clone(),
-                        version: v.to_string(),
-                        state: "READY".into(),
-                        reason: String::new(),
-                    })
+            .map(|e| proto::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: e.state.as_str().into(),
+                reason: e.reason,
             })
             .collect();
         Ok(Response::new(proto::RepositoryIndexResponse { models }))
@@ -699,18 +658,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::RepositoryModelLoadRequest>,
     ) -> Result<Response<proto::RepositoryModelLoadResponse>, Status> {
         let model = request.into_inner().model_name;
-        let Some(dir) = self.repository.clone() else {
-            return Err(Status::failed_precondition(
-                "this server has no model repository to load from",
-            ));
-        };
-        let server = self.server.clone();
-        let spec = self.load_spec.clone();
-        // Loading reads and hashes files and builds sessions: off the executor.
-        tokio::task::spawn_blocking(move || server.load_from_repository(&dir, &model, &spec))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status_of(&e))?;
+        self.protocol.load(&model).await.map_err(refused)?;
         Ok(Response::new(proto::RepositoryModelLoadResponse {}))
     }
 
@@ -719,9 +667,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
         request: Request<proto::RepositoryModelUnloadRequest>,
     ) -> Result<Response<proto::RepositoryModelUnloadResponse>, Status> {
         let model = request.into_inner().model_name;
-        self.server
-            .unload(&model, None)
-            .map_err(|e| status_of(&e))?;
+        self.protocol.unload(&model).await.map_err(refused)?;
         Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
     }
 }

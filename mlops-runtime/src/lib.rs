@@ -12,6 +12,8 @@
 //!   queue delay, preferred sizes, a bounded queue, per-request deadlines);
 //! - a [`ModelServer`] holds many models by name and version, loads, unloads and hot-swaps
 //!   them, and reports per-model statistics;
+//! - [`protocol`] answers the Open Inference Protocol's questions over a server, with
+//!   the repository extension over a [`protocol::Repository`];
 //! - `http` (feature `http`) serves it over the Open Inference Protocol's REST API, with
 //!   the binary tensor extension, Triton's configuration and statistics, and Prometheus
 //!   metrics; `grpc` (feature `grpc`) over its gRPC API;
@@ -37,6 +39,7 @@ pub mod http;
 mod limits;
 #[cfg(feature = "ort")]
 mod onnx;
+pub mod protocol;
 mod server;
 mod session;
 mod stats;
@@ -45,7 +48,7 @@ pub use batcher::{Batcher, BatcherConfig};
 #[cfg(feature = "candle")]
 pub use candle::{ArchitectureFn, CandleModel, CandleRuntime, CandleSession, CandleWeights};
 pub use echo::{EchoRuntime, EchoSession};
-pub use error::{Error, Result};
+pub use error::{Code, Error, Result};
 pub use limits::ConnectionLimits;
 #[cfg(feature = "ort")]
 pub use onnx::{

@@ -177,7 +177,13 @@ async fn no_live_replica_and_bad_requests_are_clear_errors() {
     let wrong = vec![golden.inputs[0].clone().with_name("nope")];
     let err = client.infer("mlp", wrong).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Remote { code, .. } if code == "InvalidArgument"),
+        matches!(
+            &err,
+            Error::Remote {
+                code: mlops_runtime::Code::InvalidArgument,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!err.is_temporary(), "a bad request stays bad");

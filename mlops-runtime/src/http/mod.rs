@@ -36,12 +36,16 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mlops_core::{DataType, Signature, TensorSpec};
+use mlops_core::DataType;
 use serde_json::{Value, json};
 
 pub use codec::HEADER_LENGTH;
 
-use crate::error::Error;
+use crate::error::{Code, Error};
+use crate::protocol::{
+    DirectoryRepository, InferRequest, InstanceKind, ModelStatistics, Protocol, Repository, Status,
+    TensorMetadata, parse_version,
+};
 use crate::server::{ModelServer, ModelSpec};
 
 /// How the HTTP front end behaves.
@@ -52,11 +56,8 @@ pub struct HttpConfig {
     /// How long a request body may take to arrive; a slower one is answered 408 and its
     /// connection freed.
     pub body_timeout: std::time::Duration,
-    /// Where the repository extension loads models from (`<dir>/<name>`, a file or a
-    /// directory); `None` disables load and unload.
-    pub repository: Option<PathBuf>,
-    /// How models loaded through the repository extension are served.
-    pub load_spec: ModelSpec,
+    /// Where the repository extension loads models from; `None` disables load and unload.
+    pub repository: Option<Arc<dyn Repository>>,
     /// The name `GET /v2` reports.
     pub server_name: String,
     /// The most request-body bytes the server holds at once, all requests together
@@ -71,7 +72,6 @@ impl Default for HttpConfig {
             max_body_bytes: 64 << 20,
             body_timeout: std::time::Duration::from_secs(30),
             repository: None,
-            load_spec: ModelSpec::default(),
             server_name: "mlops".into(),
             max_body_bytes_in_flight: 256 << 20,
         }
@@ -97,10 +97,15 @@ impl HttpConfig {
         self
     }
 
-    /// Enables the repository extension over `dir`.
-    pub fn with_repository(mut self, dir: impl Into<PathBuf>, spec: ModelSpec) -> Self {
-        self.repository = Some(dir.into());
-        self.load_spec = spec;
+    /// Enables the repository extension over the directory `dir` (`<dir>/<name>`, a file
+    /// or a directory), loading models with `spec`.
+    pub fn with_repository(self, dir: impl Into<PathBuf>, spec: ModelSpec) -> Self {
+        self.with_model_repository(Arc::new(DirectoryRepository::new(dir, spec)))
+    }
+
+    /// Enables the repository extension over any [`Repository`].
+    pub fn with_model_repository(mut self, repository: Arc<dyn Repository>) -> Self {
+        self.repository = Some(repository);
         self
     }
 }
@@ -109,7 +114,7 @@ impl HttpConfig {
 const BLOCKING_DECODE_BYTES: usize = 256 << 10;
 
 struct AppState {
-    server: Arc<ModelServer>,
+    protocol: Protocol,
     config: HttpConfig,
     /// Body bytes in flight, in KiB permits.
     bodies: Arc<tokio::sync::Semaphore>,
@@ -175,8 +180,12 @@ pub fn router(server: Arc<ModelServer>, config: HttpConfig) -> Router {
     // At least one largest body fits, whatever the budget says.
     let budget = kib(config.max_body_bytes_in_flight.max(config.max_body_bytes))
         .min(tokio::sync::Semaphore::MAX_PERMITS);
+    let mut protocol = Protocol::new(server).with_name(config.server_name.clone());
+    if let Some(repository) = &config.repository {
+        protocol = protocol.with_repository(Arc::clone(repository));
+    }
     let state = Arc::new(AppState {
-        server,
+        protocol,
         config,
         bodies: Arc::new(tokio::sync::Semaphore::new(budget)),
     });
@@ -344,7 +353,7 @@ pub async fn serve_with(
 /// `GET /metrics` alone, for a dedicated metrics port (8002 by convention).
 pub fn metrics_router(server: Arc<ModelServer>) -> Router {
     let state = Arc::new(AppState {
-        server,
+        protocol: Protocol::new(server),
         config: HttpConfig::default(),
         bodies: Arc::new(tokio::sync::Semaphore::new(0)),
     });
@@ -355,57 +364,40 @@ pub fn metrics_router(server: Arc<ModelServer>) -> Router {
 
 /// The HTTP status for a runtime error: the one place where errors meet the protocol.
 pub fn status_of(error: &Error) -> StatusCode {
-    match error {
-        // The server could not read its own files (a load from the repository): its fault.
-        Error::InvalidInput(mlops_core::Error::Io { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        Error::ModelNotFound { .. } => StatusCode::NOT_FOUND,
-        Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        Error::ShuttingDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    http_status(error.code())
+}
+
+fn http_status(code: Code) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn error_response(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-fn runtime_error(e: &Error) -> Response {
-    error_response(status_of(e), e)
-}
-
-/// An error on its way to becoming a response (small, unlike a `Response`).
+/// A refusal on its way to becoming a response (small, unlike a `Response`).
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
-}
+struct ApiError(Status);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error_response(self.status, self.message)
+        error_response(http_status(self.0.code), self.0.message)
     }
 }
 
-impl From<&Error> for ApiError {
-    fn from(e: &Error) -> Self {
-        ApiError {
-            status: status_of(e),
-            message: e.to_string(),
-        }
+impl From<Status> for ApiError {
+    fn from(s: Status) -> Self {
+        ApiError(s)
     }
 }
 
-fn parse_version(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("'{text}' is not a model version (1, 2, ...)"),
-        })
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(Status::from(e))
+    }
 }
+
+type Answer = Result<Response, ApiError>;
 
 /// `/v2/models/{model}[/versions/{version}]`: one extractor for both route shapes.
 #[derive(serde::Deserialize)]
@@ -417,192 +409,56 @@ struct ModelPath {
 
 impl ModelPath {
     fn version(&self) -> Result<Option<u64>, ApiError> {
-        self.version.as_deref().map(parse_version).transpose()
-    }
-
-    /// Runs `f` with the model and its version (`None`: the latest).
-    fn then(&self, f: impl FnOnce(&str, Option<u64>) -> Response) -> Response {
-        match self.version() {
-            Ok(v) => f(&self.model, v),
-            Err(e) => e.into_response(),
+        match self.version.as_deref() {
+            // An empty segment never routes here; a version in the path must be one.
+            Some("") => Err(Status::invalid("'' is not a model version (1, 2, ...)").into()),
+            Some(v) => Ok(parse_version(v)?),
+            None => Ok(None),
         }
     }
 }
 
-async fn metadata_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
-    p.then(|m, v| metadata(&st, m, v))
-}
-
-async fn ready_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
-    p.then(|m, v| model_ready(&st, m, v))
-}
-
-async fn config_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
-    p.then(|m, v| config(&st, m, v))
-}
-
-async fn stats_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Response {
-    p.then(|m, v| stats(&st, m, v))
-}
-
-/// The version to use: the one asked for, or the latest served.
-fn pick_version(server: &ModelServer, model: &str, version: Option<u64>) -> Result<u64, ApiError> {
-    server
-        .served_version(model, version)
-        .map_err(|e| ApiError::from(&e))
+fn json_answer(value: Value) -> Answer {
+    Ok(axum::Json(value).into_response())
 }
 
 async fn ready(State(st): State<Shared>) -> StatusCode {
-    if st.server.is_ready() {
+    if st.protocol.server_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
-async fn server_metadata(State(st): State<Shared>) -> Response {
-    axum::Json(json!({
-        "name": st.config.server_name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository", "statistics", "model_configuration"],
+async fn server_metadata(State(st): State<Shared>) -> Answer {
+    let m = st.protocol.server_metadata();
+    json_answer(json!({ "name": m.name, "version": m.version, "extensions": m.extensions }))
+}
+
+fn tensor_json(t: &TensorMetadata) -> Value {
+    json!({ "name": t.name, "datatype": t.datatype.to_string(), "shape": t.shape })
+}
+
+async fn metadata_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Answer {
+    let m = st.protocol.model_metadata(&p.model, p.version()?)?;
+    json_answer(json!({
+        "name": m.name,
+        "versions": m.versions.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "platform": m.platform,
+        "inputs": m.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "outputs": m.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
     }))
-    .into_response()
 }
 
-fn spec_json(spec: &TensorSpec) -> Value {
-    let shape: Vec<i64> = spec.shape.iter().flatten().map(|d| d.to_i64()).collect();
-    json!({ "name": spec.name, "datatype": spec.dtype.to_string(), "shape": shape })
-}
-
-fn metadata(st: &AppState, model: &str, version: Option<u64>) -> Response {
-    let v = match pick_version(&st.server, model, version) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let batcher = match st.server.get(model, Some(v)) {
-        Ok(b) => b,
-        Err(e) => return runtime_error(&e),
-    };
-    let versions: Vec<String> = st
-        .server
-        .models()
-        .get(model)
-        .map(|vs| vs.iter().map(u64::to_string).collect())
-        .unwrap_or_default();
-    let sig = batcher.signature();
-    axum::Json(json!({
-        "name": model,
-        "versions": versions,
-        "platform": st.server.platform(model, v).unwrap_or_default(),
-        "inputs": sig.inputs.iter().map(spec_json).collect::<Vec<_>>(),
-        "outputs": sig.outputs.iter().map(spec_json).collect::<Vec<_>>(),
-    }))
-    .into_response()
-}
-
-fn model_ready(st: &AppState, model: &str, version: Option<u64>) -> Response {
-    match pick_version(&st.server, model, version).and_then(|v| {
-        st.server
-            .get(model, Some(v))
-            .map_err(|e| ApiError::from(&e))
-    }) {
-        Ok(b) if b.is_ready() => StatusCode::OK.into_response(),
-        Ok(_) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("model '{model}' is not ready"),
-        ),
-        Err(r) => r.into_response(),
-    }
-}
-
-async fn infer(
-    st: &AppState,
-    model: &str,
-    version: Option<u64>,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let v = match pick_version(&st.server, model, version) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let header_length = headers
-        .get(HEADER_LENGTH)
-        .map(|h| h.to_str().unwrap_or("?").to_owned());
-    // Small bodies parse in microseconds; large ones go to a blocking thread so that the
-    // executor keeps answering (health checks included).
-    let decoded = if body.len() <= BLOCKING_DECODE_BYTES {
-        codec::decode_request(body, header_length.as_deref())
+async fn ready_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Answer {
+    if st.protocol.model_ready(&p.model, p.version()?)? {
+        Ok(StatusCode::OK.into_response())
     } else {
-        let blocking = tokio::task::spawn_blocking(move || {
-            codec::decode_request(body, header_length.as_deref())
-        });
-        match blocking.await {
-            Ok(d) => d,
-            Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
-        }
-    };
-    let request = match decoded {
-        Ok(r) => r,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
-    };
-    let signature: Signature = match st.server.get(model, Some(v)) {
-        Ok(b) => b.signature().clone(),
-        Err(e) => return runtime_error(&e),
-    };
-    if let Some((unknown, _)) = request
-        .outputs
-        .iter()
-        .find(|(name, _)| !signature.outputs.iter().any(|o| &o.name == name))
-    {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            format!("model '{model}' has no output '{unknown}'"),
-        );
-    }
-    let outputs = match st.server.infer(model, Some(v), request.inputs).await {
-        Ok(o) => o,
-        Err(e) => return runtime_error(&e),
-    };
-    let (selected, binary): (Vec<_>, Vec<bool>) = if request.outputs.is_empty() {
-        let n = outputs.len();
-        (outputs, vec![request.binary_default; n])
-    } else {
-        let mut chosen = Vec::with_capacity(request.outputs.len());
-        let mut flags = Vec::with_capacity(request.outputs.len());
-        for (name, bin) in &request.outputs {
-            if let Some(t) = outputs.iter().find(|t| t.name() == name) {
-                chosen.push(t.clone());
-                flags.push(*bin);
-            }
-        }
-        (chosen, flags)
-    };
-    match codec::encode_response(model, v, request.id.as_deref(), &selected, &binary) {
-        Ok(encoded) => {
-            let mut response = encoded.body.into_response();
-            let h = response.headers_mut();
-            match encoded.header_length {
-                Some(n) => {
-                    h.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/octet-stream"),
-                    );
-                    h.insert(HEADER_LENGTH, HeaderValue::from(n));
-                }
-                None => {
-                    h.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                }
-            }
-            response
-        }
-        Err(e) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the response: {e}"),
-        ),
+        Err(Status::new(
+            Code::Unavailable,
+            format!("model '{}' is not ready", p.model),
+        )
+        .into())
     }
 }
 
@@ -617,9 +473,91 @@ async fn infer_handler(
         Err(e) => return e.into_response(),
     };
     match read_body(&st, body).await {
-        Ok(body) => infer(&st, &path.model, version, &headers, body).await,
+        Ok(body) => match infer(&st, path.model, version, &headers, body).await {
+            Ok(r) | Err(r) => r,
+        },
         Err(r) => r,
     }
+}
+
+async fn infer(
+    st: &AppState,
+    model: String,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let version = st
+        .protocol
+        .served_version(&model, version)
+        .map_err(|s| ApiError(s).into_response())?;
+    let header_length = headers
+        .get(HEADER_LENGTH)
+        .map(|h| h.to_str().unwrap_or("?").to_owned());
+    // Small bodies parse in microseconds; large ones go to a blocking thread so that the
+    // executor keeps answering (health checks included).
+    let decoded = if body.len() <= BLOCKING_DECODE_BYTES {
+        codec::decode_request(body, header_length.as_deref())
+    } else {
+        tokio::task::spawn_blocking(move || codec::decode_request(body, header_length.as_deref()))
+            .await
+            .map_err(|e| error_response(StatusCode::INTERNAL_SERVER_ERROR, e))?
+    };
+    let request = decoded.map_err(|e| error_response(StatusCode::BAD_REQUEST, e))?;
+    let binary_default = request.binary_default;
+    let binary_of: Vec<(String, bool)> = request.outputs.clone();
+    let answer = st
+        .protocol
+        .infer(InferRequest {
+            model,
+            version: Some(version),
+            id: request.id,
+            inputs: request.inputs,
+            outputs: request.outputs.into_iter().map(|(name, _)| name).collect(),
+        })
+        .await
+        .map_err(|s| ApiError(s).into_response())?;
+    let binary: Vec<bool> = answer
+        .outputs
+        .iter()
+        .map(|t| {
+            binary_of
+                .iter()
+                .find(|(name, _)| name == t.name())
+                .map_or(binary_default, |(_, b)| *b)
+        })
+        .collect();
+    let encoded = codec::encode_response(
+        &answer.model,
+        answer.version,
+        answer.id.as_deref(),
+        &answer.outputs,
+        &binary,
+    )
+    .map_err(|e| {
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {e}"),
+        )
+    })?;
+    let mut response = encoded.body.into_response();
+    let h = response.headers_mut();
+    match encoded.header_length {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(response)
 }
 
 /// Reads a request body within the size limit and the body timeout: neither an oversized
@@ -673,190 +611,134 @@ fn triton_type(dtype: DataType) -> &'static str {
     }
 }
 
-fn config(st: &AppState, model: &str, version: Option<u64>) -> Response {
-    let v = match pick_version(&st.server, model, version) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let batcher = match st.server.get(model, Some(v)) {
-        Ok(b) => b,
-        Err(e) => return runtime_error(&e),
-    };
-    let max_batch = batcher.max_batch_size();
-    // With batching, Triton's dims leave out the batch dimension.
-    let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
-        specs
-            .iter()
-            .map(|s| {
-                let dims: Vec<i64> = s
-                    .shape
-                    .iter()
-                    .flatten()
-                    .skip(usize::from(max_batch > 0))
-                    .map(|d| d.to_i64())
-                    .collect();
-                json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": dims })
-            })
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn config_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Answer {
+    let c = st.protocol.model_config(&p.model, p.version()?)?;
+    let tensors = |ts: &[TensorMetadata]| -> Vec<Value> {
+        ts.iter()
+            .map(|t| json!({ "name": t.name, "data_type": triton_type(t.datatype), "dims": t.shape }))
             .collect()
     };
-    let sig = batcher.signature();
-    axum::Json(json!({
-        "name": model,
-        "platform": st.server.platform(model, v).unwrap_or_default(),
-        "max_batch_size": max_batch,
-        "input": tensors(&sig.inputs),
-        "output": tensors(&sig.outputs),
-        "version_policy": { "specific": { "versions": [v] } },
-        "instance_group": [{ "count": batcher.instances(), "kind": if batcher.device().is_gpu() { "KIND_GPU" } else { "KIND_CPU" } }],
-        "dynamic_batching": {},
-    }))
-    .into_response()
+    let mut config = json!({
+        "name": c.name,
+        "platform": c.platform,
+        "max_batch_size": c.max_batch_size,
+        "input": tensors(&c.inputs),
+        "output": tensors(&c.outputs),
+        "version_policy": { "specific": { "versions": [c.version] } },
+        "instance_group": [{
+            "name": c.name,
+            "count": c.instance_count,
+            "kind": match c.instance_kind { InstanceKind::Gpu => "KIND_GPU", InstanceKind::Cpu => "KIND_CPU" },
+        }],
+    });
+    if let (Some(b), Some(object)) = (&c.dynamic_batching, config.as_object_mut()) {
+        object.insert(
+            "dynamic_batching".into(),
+            json!({
+                "preferred_batch_size": b.preferred_batch_sizes,
+                "max_queue_delay_microseconds": micros(b.max_queue_delay),
+            }),
+        );
+    }
+    json_answer(config)
 }
 
 fn duration_json(count: u64, d: std::time::Duration) -> Value {
     json!({ "count": count, "ns": u64::try_from(d.as_nanos()).unwrap_or(u64::MAX) })
 }
 
-fn model_stats_json(server: &ModelServer, model: &str, v: u64) -> Option<Value> {
-    let s = server.stats(model, Some(v)).ok()?;
-    let success = s.request_success;
-    Some(json!({
-        "name": model,
-        "version": v.to_string(),
-        "inference_count": s.inference_count,
-        "execution_count": s.execution_count,
-        "inference_stats": {
-            "success": duration_json(success, s.request_duration),
-            "fail": duration_json(s.request_failure, std::time::Duration::ZERO),
-            "queue": duration_json(success, s.queue_duration),
-            "compute_input": duration_json(success, s.compute_input_duration),
-            "compute_infer": duration_json(success, s.compute_infer_duration),
-            "compute_output": duration_json(success, s.compute_output_duration),
-            // No response cache: nothing is ever a hit or a miss.
-            "cache_hit": duration_json(0, std::time::Duration::ZERO),
-            "cache_miss": duration_json(0, std::time::Duration::ZERO),
-        },
-        "batch_stats": s.batch_sizes.iter().map(|(size, count)| json!({
-            "batch_size": size,
-            "compute_infer": { "count": count },
-        })).collect::<Vec<_>>(),
-    }))
-}
-
-async fn all_stats(State(st): State<Shared>) -> Response {
-    let stats: Vec<Value> = st
-        .server
-        .models()
-        .iter()
-        .flat_map(|(name, versions)| {
-            versions
-                .iter()
-                .filter_map(|v| model_stats_json(&st.server, name, *v))
+fn statistics_json(all: Vec<ModelStatistics>) -> Answer {
+    let stats: Vec<Value> = all
+        .into_iter()
+        .map(|m| {
+            let s = m.stats;
+            let success = s.request_success;
+            json!({
+                "name": m.name,
+                "version": m.version.to_string(),
+                "last_inference": 0,
+                "inference_count": s.inference_count,
+                "execution_count": s.execution_count,
+                "inference_stats": {
+                    "success": duration_json(success, s.request_duration),
+                    "fail": duration_json(s.request_failure, std::time::Duration::ZERO),
+                    "queue": duration_json(success, s.queue_duration),
+                    "compute_input": duration_json(success, s.compute_input_duration),
+                    "compute_infer": duration_json(success, s.compute_infer_duration),
+                    "compute_output": duration_json(success, s.compute_output_duration),
+                    // No response cache: nothing is ever a hit or a miss.
+                    "cache_hit": duration_json(0, std::time::Duration::ZERO),
+                    "cache_miss": duration_json(0, std::time::Duration::ZERO),
+                },
+                "batch_stats": s.batch_sizes.iter().map(|(size, count)| json!({
+                    "batch_size": size,
+                    "compute_infer": { "count": count, "ns": 0 },
+                })).collect::<Vec<_>>(),
+            })
         })
         .collect();
-    axum::Json(json!({ "model_stats": stats })).into_response()
+    json_answer(json!({ "model_stats": stats }))
 }
 
-fn stats(st: &AppState, model: &str, version: Option<u64>) -> Response {
-    let versions: Vec<u64> = match version {
-        Some(v) => match pick_version(&st.server, model, Some(v)) {
-            Ok(v) => vec![v],
-            Err(r) => return r.into_response(),
-        },
-        None => match st.server.models().get(model) {
-            Some(vs) => vs.clone(),
-            None => {
-                return runtime_error(&Error::ModelNotFound {
-                    name: model.to_owned(),
-                    version: None,
-                });
-            }
-        },
+async fn all_stats(State(st): State<Shared>) -> Answer {
+    statistics_json(st.protocol.model_statistics(None, None)?)
+}
+
+async fn stats_handler(State(st): State<Shared>, Path(p): Path<ModelPath>) -> Answer {
+    statistics_json(st.protocol.model_statistics(Some(&p.model), p.version()?)?)
+}
+
+/// The index request's body: `{"ready": true}` lists only what is loaded.
+#[derive(serde::Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(State(st): State<Shared>, body: Bytes) -> Answer {
+    let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Status::invalid(format!("malformed index request: {e}")))?
     };
-    let stats: Vec<Value> = versions
-        .iter()
-        .filter_map(|v| model_stats_json(&st.server, model, *v))
-        .collect();
-    axum::Json(json!({ "model_stats": stats })).into_response()
+    let index = st.protocol.repository_index(request.ready).await?;
+    json_answer(Value::Array(
+        index
+            .into_iter()
+            .map(|e| {
+                let mut entry = json!({ "name": e.name, "state": e.state.as_str() });
+                if let Some(object) = entry.as_object_mut() {
+                    if let Some(v) = e.version {
+                        object.insert("version".into(), Value::String(v.to_string()));
+                    }
+                    if !e.reason.is_empty() {
+                        object.insert("reason".into(), Value::String(e.reason));
+                    }
+                }
+                entry
+            })
+            .collect(),
+    ))
 }
 
-async fn repository_index(State(st): State<Shared>) -> Response {
-    let mut index: Vec<Value> = st
-        .server
-        .models()
-        .iter()
-        .flat_map(|(name, versions)| {
-            versions
-                .iter()
-                .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
-        })
-        .collect();
-    // Models in the repository directory that are not loaded, as Triton lists them; the
-    // directory is read and each entry's format detected on a blocking thread.
-    if let Some(dir) = st.config.repository.clone() {
-        let loaded = st.server.models();
-        let names = tokio::task::spawn_blocking(move || {
-            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| {
-                    let file = e.file_name().to_string_lossy().into_owned();
-                    let name = file.split('.').next()?.to_owned();
-                    let fresh = !file.starts_with('.') && !loaded.contains_key(&name);
-                    (fresh && mlops_core::detect(&e.path()).is_ok()).then_some(name)
-                })
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-        })
-        .await
-        .unwrap_or_default();
-        index.extend(
-            names
-                .into_iter()
-                .map(|name| json!({ "name": name, "state": "UNAVAILABLE" })),
-        );
-    }
-    axum::Json(Value::Array(index)).into_response()
+async fn repository_load(State(st): State<Shared>, Path(model): Path<String>) -> Answer {
+    st.protocol.load(&model).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
-async fn repository_load(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    let Some(dir) = st.config.repository.clone() else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "this server has no model repository to load from",
-        );
-    };
-    let server = st.server.clone();
-    let spec = st.config.load_spec.clone();
-    // Loading reads and hashes files and builds sessions: off the executor.
-    let loaded =
-        tokio::task::spawn_blocking(move || server.load_from_repository(&dir, &model, &spec)).await;
-    match loaded {
-        Ok(Ok(_)) => StatusCode::OK.into_response(),
-        Ok(Err(e)) => runtime_error(&e),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
-}
-
-async fn repository_unload(State(st): State<Shared>, Path(model): Path<String>) -> Response {
-    if st.config.repository.is_none() {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "model control is disabled: this server has no model repository",
-        );
-    }
-    match st.server.unload(&model, None) {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => runtime_error(&e),
-    }
+async fn repository_unload(State(st): State<Shared>, Path(model): Path<String>) -> Answer {
+    st.protocol.unload(&model).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn render_metrics(State(st): State<Shared>) -> Response {
     // Reads /proc and walks every model's statistics: off the executor.
-    let server = st.server.clone();
+    let server = st.protocol.server().clone();
     let text = match tokio::task::spawn_blocking(move || metrics::render(&server)).await {
         Ok(text) => text,
         Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -1,0 +1,166 @@
+//! Serving registered models (features `registry` and `runtime`).
+//!
+//! [`RegistryRepository`] is the Open Inference Protocol's repository extension over a
+//! model registry: a client loads `mlp@production`, `mlp/3` or `mlp` (its latest
+//! version) by name, and the server downloads the version, verifies every file against
+//! its manifest and serves it as `mlp` version 3; an unload of the same name stops it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use mlops::registry::Registry;
+//! use mlops::runtime::{ModelServer, ModelSpec};
+//! use mlops::runtime::http::{HttpConfig, router};
+//! use mlops::serving::RegistryRepository;
+//!
+//! let registry = Registry::open("./registry").await?;
+//! let server = Arc::new(ModelServer::new());
+//! let repository = RegistryRepository::new(registry, "./downloads", ModelSpec::default());
+//! let app = router(
+//!     server,
+//!     HttpConfig::default().with_model_repository(Arc::new(repository)),
+//! );
+//! # drop(app);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use mlops_core::{ModelRef, VersionSelector};
+use mlops_registry::{Registry, VersionQuery, VersionStatus};
+use mlops_runtime::protocol::{IndexEntry, ModelState, Repository, Status};
+use mlops_runtime::{Code, ModelServer, ModelSpec};
+
+/// The most versions the index lists.
+const INDEX_LIMIT: usize = 1000;
+
+/// The repository extension over a [`Registry`]: loads by `name@alias`, `name/N` or
+/// `name`, into files downloaded under a directory of its own.
+#[derive(Debug)]
+pub struct RegistryRepository {
+    registry: Registry,
+    downloads: PathBuf,
+    spec: ModelSpec,
+    /// Versions already downloaded and verified: where their entry is. A reload serves
+    /// those files again rather than fetching the version twice; they are never replaced
+    /// while served, since new instances of a served version load from them.
+    fetched: Mutex<HashMap<(String, u64), PathBuf>>,
+}
+
+impl RegistryRepository {
+    /// Versions of `registry`, downloaded under `downloads` (created as needed) and served
+    /// with `spec` (its name and version are the registered ones).
+    pub fn new(registry: Registry, downloads: impl Into<PathBuf>, spec: ModelSpec) -> Self {
+        RegistryRepository {
+            registry,
+            downloads: downloads.into(),
+            spec,
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), PathBuf>> {
+        self.fetched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A registry error as the protocol says it.
+fn status(e: mlops_registry::Error) -> Status {
+    let code = match &e {
+        mlops_registry::Error::NotFound { .. } => Code::NotFound,
+        mlops_registry::Error::InvalidArgument(_) => Code::InvalidArgument,
+        mlops_registry::Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Repository for RegistryRepository {
+    /// Every alias (`name@alias`) and every ready version (`name/N`).
+    async fn list(&self) -> Result<Vec<IndexEntry>, Status> {
+        let query = VersionQuery {
+            status: vec![VersionStatus::Ready],
+            limit: Some(INDEX_LIMIT),
+            ..VersionQuery::default()
+        };
+        let versions = self
+            .registry
+            .models()
+            .search_versions(&query)
+            .await
+            .map_err(status)?;
+        let entry = |name: String, version: u64| IndexEntry {
+            name,
+            version: Some(version),
+            state: ModelState::Unavailable,
+            reason: String::new(),
+        };
+        let mut index = Vec::new();
+        for v in versions {
+            for alias in &v.aliases {
+                index.push(entry(format!("{}@{alias}", v.name), v.version));
+            }
+            index.push(entry(format!("{}/{}", v.name, v.version), v.version));
+        }
+        index.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        Ok(index)
+    }
+
+    async fn load(
+        &self,
+        server: &Arc<ModelServer>,
+        name: &str,
+    ) -> Result<Vec<(String, u64)>, Status> {
+        // Resolved once: an alias that moves during the download does not mix versions.
+        let version = self.registry.resolve(name).await.map_err(status)?;
+        let key = (version.name.clone(), version.version);
+        let known = self.fetched().get(&key).cloned();
+        let entry = match known {
+            Some(entry) => entry,
+            None => {
+                let dest = self
+                    .downloads
+                    .join(&version.name)
+                    .join(version.version.to_string());
+                let reference = format!("{}/{}", version.name, version.version);
+                let got = self
+                    .registry
+                    .download(&reference, &dest)
+                    .await
+                    .map_err(status)?;
+                self.fetched().insert(key.clone(), got.entry.clone());
+                got.entry
+            }
+        };
+        let spec = self
+            .spec
+            .clone()
+            .with_name(key.0.clone())
+            .with_version(key.1);
+        let s = Arc::clone(server);
+        // Hashes files and builds sessions: off the executor.
+        tokio::task::spawn_blocking(move || s.load_path(&entry, spec))
+            .await
+            .map_err(|e| Status::new(Code::Internal, e.to_string()))?
+            .map_err(Status::from)?;
+        Ok(vec![key])
+    }
+
+    /// `name@alias` unloads the version the alias names now, `name/N` that version, and
+    /// `name` every version served.
+    async fn unload(&self, server: &Arc<ModelServer>, name: &str) -> Result<(), Status> {
+        let parsed = ModelRef::parse(name).map_err(|e| Status::invalid(e.to_string()))?;
+        let version = match parsed.selector {
+            VersionSelector::Latest => None,
+            VersionSelector::Version(v) => Some(v),
+            VersionSelector::Alias(_) => {
+                Some(self.registry.resolve(name).await.map_err(status)?.version)
+            }
+        };
+        server.unload(&parsed.name, version).map_err(Status::from)
+    }
+}
