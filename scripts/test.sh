@@ -10,6 +10,8 @@ export MLOPS_TEST_PYTHON
 # (started on first use, reused afterwards, left running).
 MLOPS_TEST_POSTGRES_URL="$(scripts/postgres.sh)"; export MLOPS_TEST_POSTGRES_URL
 MLOPS_TEST_S3_ENDPOINT="$(scripts/s3.sh)"; export MLOPS_TEST_S3_ENDPOINT
+# Triton's load tester, pointed at examples/serve.rs by tests/perf_analyzer.rs.
+MLOPS_TEST_PERF_ANALYZER="$(scripts/perf-analyzer.sh)"; export MLOPS_TEST_PERF_ANALYZER
 # Every optional backend is built and tested here too: candle, PostgreSQL and S3 against
 # the servers above; HDFS only where MLOPS_TEST_HDFS_URI names a cluster.
 cargo test --workspace --features mlops/full "$@"
