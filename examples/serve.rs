@@ -16,6 +16,8 @@
 //! - `--advertise HOST`: the host clients reach this server at, announced in the
 //!   registry (default: the listening address's host);
 //! - `--instances N`, `--max-batch N`, `--queue-delay-us N`, `--queue N`: batching;
+//! - `--io-threads N`: the async runtime's threads (default: the cores the instances
+//!   leave, at least one);
 //! - `--profile REPORT.json`: serve as an `mlops-profile` report recommends instead (its
 //!   instances, batching, intra-op threads and device), for the model it was measured on:
 //!   a registered version it does not fit is refused, saying why; in a directory, the
@@ -48,6 +50,11 @@ use mlops::serving::RegistryRepository;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+// Small, short-lived allocations on every request (headers, tensors, responses): mimalloc
+// serves them for less CPU than glibc's malloc (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     repository: Option<PathBuf>,
     registry: Option<PathBuf>,
@@ -59,6 +66,7 @@ struct Args {
     spec: ModelSpec,
     profile: Option<ProfileReport>,
     create_registry: bool,
+    io_threads: Option<usize>,
 }
 
 const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] [flags]
@@ -76,6 +84,8 @@ const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] 
   --queue N              the most requests waiting per model (default 1024)
   --queue-delay-us N     how long a request may wait for a batch (default 0)
   --idle-spin-us N       how long an idle instance polls before sleeping (default 0)
+  --io-threads N         threads for connections and protocol work (default: the cores
+                         the instances leave, at least 1)
   --profile REPORT.json  serve as an mlops-profile report recommends: its instances, largest
                          batch, queue delay, threads and device replace the flags'
   -h, --help             this text";
@@ -92,6 +102,7 @@ fn parse() -> Result<Args, BoxError> {
         spec: ModelSpec::default(),
         profile: None,
         create_registry: false,
+        io_threads: None,
     };
     // Behind a network round trip an idle spin costs more CPU than the latency it saves
     // (docs/performance.md): a server does not spin unless asked.
@@ -134,6 +145,7 @@ fn parse() -> Result<Args, BoxError> {
                 );
             }
             "--instances" => args.spec = args.spec.with_instances(count(value()?)?),
+            "--io-threads" => args.io_threads = Some(count(value()?)?),
             "--max-batch" => batcher = batcher.with_max_batch_size(count(value()?)?),
             "--queue" => batcher = batcher.with_max_queue_size(count(value()?)?),
             "--idle-spin-us" => {
@@ -202,10 +214,27 @@ fn profiled(flags: &ModelSpec, tuned: &TunedServing) -> ModelSpec {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     common::init_logs("info");
-    match run().await {
+    let outcome = parse().and_then(|args| {
+        // Each instance runs on a thread of its own; the protocol's threads take the cores
+        // left. More would only trade places with the instances on the same cores: every
+        // switch costs more CPU than the request it serves (docs/performance.md).
+        let instances = match &args.profile {
+            Some(report) => TunedServing::recommended(report)?.spec().instances,
+            None => args.spec.instances,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let io_threads = args
+            .io_threads
+            .unwrap_or_else(|| cores.saturating_sub(instances).max(1));
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io_threads)
+            .enable_all()
+            .build()?
+            .block_on(run(args))
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("serve: {e}");
@@ -214,8 +243,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), BoxError> {
-    let args = parse()?;
+async fn run(args: Args) -> Result<(), BoxError> {
     // With a profile, the runtime's threads and device are the recommendation's.
     let options = match &args.profile {
         Some(report) => TunedServing::recommended(report)?.ort_options(),
