@@ -769,6 +769,13 @@ fn execute(shared: &Shared, session: &mut dyn ModelSession, batch: Vec<Pending>)
     }
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
     let total: usize = rows.iter().sum();
+    let _span = tracing::debug_span!(
+        "batch",
+        model = %shared.model,
+        requests = batch.len(),
+        rows = total
+    )
+    .entered();
 
     let stacked = stack(&batch);
     let input_done = Instant::now();

@@ -552,18 +552,41 @@ impl Protocol {
 
     /// Loads `name` from the repository.
     pub async fn load(&self, name: &str) -> Result<Vec<(String, u64)>, Status> {
-        self.repository_or_refuse()?.load(&self.server, name).await
+        let loaded = self.repository_or_refuse()?.load(&self.server, name).await;
+        match &loaded {
+            Ok(served) => tracing::info!(model = name, ?served, "loaded from the repository"),
+            Err(refused) => tracing::info!(model = name, %refused, "load refused"),
+        }
+        loaded
     }
 
     /// Unloads what `name` names through the repository.
     pub async fn unload(&self, name: &str) -> Result<(), Status> {
-        self.repository_or_refuse()?
+        let unloaded = self
+            .repository_or_refuse()?
             .unload(&self.server, name)
-            .await
+            .await;
+        match &unloaded {
+            Ok(()) => tracing::info!(model = name, "unloaded"),
+            Err(refused) => tracing::info!(model = name, %refused, "unload refused"),
+        }
+        unloaded
     }
 
-    /// Runs one inference: the outputs asked for must be the model's.
+    /// Runs one inference: the outputs asked for must be the model's. In a `debug` span
+    /// `infer` with the model and version asked for.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Status> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "infer",
+            model = %request.model,
+            version = ?request.version,
+            id = ?request.id
+        );
+        self.infer_in_span(request).instrument(span).await
+    }
+
+    async fn infer_in_span(&self, request: InferRequest) -> Result<InferResponse, Status> {
         let InferRequest {
             model,
             version,

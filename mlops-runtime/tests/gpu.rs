@@ -94,3 +94,28 @@ fn without_a_gpu_the_cuda_provider_fails_loudly() {
         .to_string();
     assert!(err.contains("CUDA execution provider cannot load"), "{err}");
 }
+
+#[test]
+fn the_cuda_build_carries_onnx_runtimes_gpu_providers() {
+    if std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        println!("skipped: ORT_DYLIB_PATH names a library of the user's");
+        return;
+    }
+    // The build fetched PyPI's onnxruntime-gpu: its core library, with the CUDA and
+    // TensorRT providers beside it, where ONNX Runtime looks for them.
+    let library = mlops_runtime::library_path().unwrap();
+    let dir = library.parent().unwrap();
+    assert!(
+        dir.ends_with("onnxruntime-gpu-1.31.1"),
+        "{}",
+        library.display()
+    );
+    for provider in [
+        "libonnxruntime_providers_shared.so",
+        "libonnxruntime_providers_cuda.so",
+        "libonnxruntime_providers_tensorrt.so",
+    ] {
+        let size = std::fs::metadata(dir.join(provider)).unwrap().len();
+        assert!(size > 10_000, "{provider}: {size} bytes");
+    }
+}
