@@ -186,12 +186,14 @@ impl Batcher {
             return Err(Error::Load {
                 model,
                 reason: "a model needs at least one instance".into(),
+                source: None,
             });
         };
         if config.max_batch_size == 0 || config.max_queue_size == 0 {
             return Err(Error::Load {
                 model,
                 reason: "max_batch_size and max_queue_size must be at least 1".into(),
+                source: None,
             });
         }
         let signature = first.signature().clone();
@@ -276,6 +278,7 @@ impl Batcher {
                     return Err(Error::Load {
                         model: self.shared.model.clone(),
                         reason: format!("cannot start instance thread: {e}"),
+                        source: None,
                     });
                 }
             }
@@ -790,6 +793,7 @@ fn execute(shared: &Shared, session: &mut dyn ModelSession, batch: Vec<Pending>)
             Err(Error::Inference {
                 model: shared.model.clone(),
                 reason: format!("the instance panicked: {what}"),
+                source: None,
             })
         })
     });
@@ -820,6 +824,7 @@ fn execute(shared: &Shared, session: &mut dyn ModelSession, batch: Vec<Pending>)
                 let error = first.take().unwrap_or_else(|| Error::Inference {
                     model: shared.model.clone(),
                     reason: message.clone(),
+                    source: None,
                 });
                 let _ = item.reply.send(Err(error));
             }
@@ -864,6 +869,7 @@ fn unstack(
                     output.name(),
                     output.shape()
                 ),
+                source: None,
             });
         }
         for (answer, part) in answers.iter_mut().zip(output.split_batch(rows)?) {

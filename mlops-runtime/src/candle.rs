@@ -90,6 +90,7 @@ impl CandleRuntime {
         let load_error = |reason: String| Error::Load {
             model: manifest.name.clone(),
             reason,
+            source: None,
         };
         if manifest.entry.format != ModelFormat::Safetensors {
             return Err(load_error(format!(
@@ -121,8 +122,11 @@ impl CandleRuntime {
         };
         let device = candle_device(self.device)?;
         let path = root.join(&manifest.entry.path);
-        let tensors = candle_core::safetensors::load(&path, &device)
-            .map_err(|e| load_error(format!("{}: {e}", path.display())))?;
+        let tensors = candle_core::safetensors::load(&path, &device).map_err(|e| Error::Load {
+            model: manifest.name.clone(),
+            reason: format!("{}: {e}", path.display()),
+            source: Some(Box::new(e)),
+        })?;
         let (model, signature) = build(&CandleWeights {
             tensors: &tensors,
             metadata: &metadata,
@@ -194,9 +198,15 @@ impl ModelSession for CandleSession {
     }
 
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let backend = |reason: &str, e: candle_core::Error| Error::Inference {
+            model: self.model_name.clone(),
+            reason: reason.to_owned(),
+            source: Some(Box::new(e)),
+        };
         let failed = |reason: String| Error::Inference {
             model: self.model_name.clone(),
             reason,
+            source: None,
         };
         self.signature.validate_inputs(inputs)?;
         let [input] = inputs else {
@@ -207,14 +217,17 @@ impl ModelSession for CandleSession {
         };
         let values = input.values::<f32>()?;
         let x = candle_core::Tensor::from_slice(values.as_ref(), input.shape(), &self.device)
-            .map_err(|e| failed(e.to_string()))?;
-        let y = self.model.forward(&x).map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| backend(&e.to_string(), e))?;
+        let y = self
+            .model
+            .forward(&x)
+            .map_err(|e| backend(&e.to_string(), e))?;
         let shape = y.dims().to_vec();
         let data = y
             .to_dtype(DType::F32)
             .and_then(|y| y.flatten_all())
             .and_then(|y| y.to_vec1::<f32>())
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| backend(&e.to_string(), e))?;
         let name = self
             .signature
             .outputs

@@ -39,6 +39,7 @@ impl InferenceRuntime for EchoRuntime {
             return Err(Error::Load {
                 model: manifest.name.clone(),
                 reason: "the echo runtime needs a signature to know its outputs".into(),
+                source: None,
             });
         };
         Ok(Box::new(
@@ -66,6 +67,7 @@ impl EchoSession {
                     signature.outputs.len(),
                     signature.inputs.len()
                 ),
+                source: None,
             });
         }
         if let Some((i, o)) = signature
@@ -80,6 +82,7 @@ impl EchoSession {
                     "output '{}' is {} but input '{}' is {}",
                     o.name, o.dtype, i.name, i.dtype
                 ),
+                source: None,
             });
         }
         Ok(EchoSession {

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// A backend's own error, kept as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -32,8 +35,12 @@ pub enum Error {
     Load {
         /// The model's name.
         model: String,
-        /// What the backend said.
+        /// What went wrong, with what the backend said.
         reason: String,
+        /// The backend's own error, where there is one (an `ort::Error`, a
+        /// `candle_core::Error`), for code that inspects it.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A model's instances could not be added or removed; those serving are unchanged.
@@ -50,8 +57,11 @@ pub enum Error {
     Inference {
         /// The model's name.
         model: String,
-        /// What the backend said.
+        /// What went wrong, with what the backend said.
         reason: String,
+        /// The backend's own error, where there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The model's queue is full: the request was refused at once, not queued.

@@ -48,7 +48,7 @@ pub use batcher::{Batcher, BatcherConfig};
 #[cfg(feature = "candle")]
 pub use candle::{ArchitectureFn, CandleModel, CandleRuntime, CandleSession, CandleWeights};
 pub use echo::{EchoRuntime, EchoSession};
-pub use error::{Code, Error, Result};
+pub use error::{BoxError, Code, Error, Result};
 pub use limits::ConnectionLimits;
 #[cfg(feature = "ort")]
 pub use onnx::{

@@ -191,6 +191,7 @@ impl OrtRuntime {
         let load_error = |reason: String| Error::Load {
             model: manifest.name.clone(),
             reason,
+            source: None,
         };
         if manifest.entry.format != ModelFormat::Onnx {
             return Err(load_error(format!(
@@ -202,9 +203,11 @@ impl OrtRuntime {
             return Err(load_error("the manifest has no signature".into()));
         };
         let path = root.join(&manifest.entry.path);
-        let session = self
-            .build_session(&path)
-            .map_err(|e| load_error(format!("{}: {e}", path.display())))?;
+        let session = self.build_session(&path).map_err(|e| Error::Load {
+            model: manifest.name.clone(),
+            reason: format!("{}: {e}", path.display()),
+            source: Some(e),
+        })?;
         let names = |outlets: &[ort::value::Outlet]| -> Vec<String> {
             outlets.iter().map(|o| o.name().to_owned()).collect()
         };
@@ -240,7 +243,7 @@ impl OrtRuntime {
         })
     }
 
-    fn build_session(&self, path: &Path) -> std::result::Result<Session, String> {
+    fn build_session(&self, path: &Path) -> std::result::Result<Session, crate::BoxError> {
         let level = match self.options.optimization {
             OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
             OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
@@ -248,16 +251,19 @@ impl OrtRuntime {
             OptimizationLevel::All => GraphOptimizationLevel::All,
         };
         let mut builder = Session::builder(&self.environment)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::BoxError::from(e.to_string()))?
             .with_optimization_level(level)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::BoxError::from(e.to_string()))?;
         if self.options.intra_threads > 0 {
             builder = builder
                 .with_intra_threads(self.options.intra_threads)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::BoxError::from(e.to_string()))?;
         }
-        builder = register_provider(builder, self.options.provider)?;
-        builder.commit_from_file(path).map_err(|e| e.to_string())
+        builder =
+            register_provider(builder, self.options.provider).map_err(crate::BoxError::from)?;
+        builder
+            .commit_from_file(path)
+            .map_err(crate::BoxError::from)
     }
 }
 
@@ -326,6 +332,7 @@ impl ModelSession for OrtSession {
         let failed = |reason: String| Error::Inference {
             model: self.model.clone(),
             reason,
+            source: None,
         };
         // Wrong names, types or shapes never reach ONNX Runtime.
         self.signature.validate_inputs(inputs)?;
@@ -333,10 +340,11 @@ impl ModelSession for OrtSession {
             .iter()
             .map(|t| Ok((Cow::Borrowed(t.name()), to_ort(t)?)))
             .collect::<Result<Vec<_>>>()?;
-        let outputs = self
-            .session
-            .run(values)
-            .map_err(|e| failed(e.to_string()))?;
+        let outputs = self.session.run(values).map_err(|e| Error::Inference {
+            model: self.model.clone(),
+            reason: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
         self.signature
             .outputs
             .iter()

@@ -132,6 +132,7 @@ impl ModelServer {
             return Err(Error::Load {
                 model: name,
                 reason: e.to_string(),
+                source: None,
             });
         }
         let _one_at_a_time = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,6 +144,7 @@ impl ModelServer {
                     manifest.entry.format,
                     self.runtime_list()
                 ),
+                source: None,
             });
         };
         let sessions = (0..spec.instances.max(1))

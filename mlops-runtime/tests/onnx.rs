@@ -91,6 +91,13 @@ fn a_model_file_onnx_runtime_refuses_names_the_file() {
         "{message}"
     );
     assert!(message.contains("mlp.onnx"), "{message}");
+    // ONNX Runtime's own error is kept as the source, not only as text.
+    let source = std::error::Error::source(&err).expect("the backend's error as the source");
+    assert!(
+        !source.to_string().is_empty() && message.ends_with(&source.to_string()),
+        "{message} / {source}"
+    );
+    assert_eq!(err.code(), mlops_runtime::Code::Internal);
 }
 
 #[test]
