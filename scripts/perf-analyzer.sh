@@ -31,7 +31,7 @@ chmod +x "$binary"
 
 # Debian 13's C runtime, through this machine's own mirror, with apt's state kept in the
 # install directory.
-mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
+mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)"
 if [ -z "$mirror" ]; then
   mirror="$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)"
 fi
