@@ -10,6 +10,9 @@ export MLOPS_TEST_PYTHON
 # (started on first use, reused afterwards, left running).
 MLOPS_TEST_POSTGRES_URL="$(scripts/postgres.sh)"; export MLOPS_TEST_POSTGRES_URL
 MLOPS_TEST_S3_ENDPOINT="$(scripts/s3.sh)"; export MLOPS_TEST_S3_ENDPOINT
+# MLflow's tracking server, for the MLflow registry backend; stopped when the tests end.
+MLOPS_TEST_MLFLOW_URL="$(scripts/mlflow.sh)"; export MLOPS_TEST_MLFLOW_URL
+trap 'scripts/mlflow.sh stop' EXIT
 # Triton's load tester, pointed at examples/serve.rs by tests/perf_analyzer.rs.
 MLOPS_TEST_PERF_ANALYZER="$(scripts/perf-analyzer.sh)"; export MLOPS_TEST_PERF_ANALYZER
 # Every optional backend is built and tested here too: candle, PostgreSQL and S3 against

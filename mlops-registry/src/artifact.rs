@@ -64,6 +64,15 @@ pub trait ArtifactStore: Send + Sync + Debug {
 
     /// Where this store is, as a URI (for a version's `source`).
     fn uri(&self) -> String;
+
+    /// The folder (ending in `/`) of this store that a version's `source` URI names, if it
+    /// names one of this store's: there [`crate::Registry`] keeps and finds the version's
+    /// files instead of [`version_prefix`]. MLflow's artifact proxy answers for its
+    /// `mlflow-artifacts:` URIs; other stores for none.
+    fn locate(&self, source: &str) -> Option<String> {
+        let _ = source;
+        None
+    }
 }
 
 /// An [`ArtifactStore`] over an OpenDAL [`Operator`]: any storage OpenDAL reaches.

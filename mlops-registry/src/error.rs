@@ -97,6 +97,31 @@ pub enum Error {
     /// Stored metadata cannot be decoded (a hand-edited or damaged database).
     #[error("corrupt registry metadata: {0}")]
     Corrupt(String),
+
+    /// A remote registry (MLflow) is down, too slow, overloaded or failing (5xx): a retry
+    /// may help.
+    #[error("{service} is unavailable ({reason}); retrying may help")]
+    Unavailable {
+        /// Which service, with its address.
+        service: String,
+        /// What happened: the timeout, the refused connection, the status it answered.
+        reason: String,
+    },
+
+    /// A remote registry refused a call for a reason of its own (no permission, say).
+    #[error("{service} refused the call ({status}): {message}")]
+    Service {
+        /// Which service.
+        service: String,
+        /// The HTTP status it answered.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
+
+    /// The backend cannot do this at all (MLflow keeps no audit log).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -113,6 +138,7 @@ impl Error {
                 ) || is_busy(e)
             }
             Error::Storage(e) => e.is_temporary(),
+            Error::Unavailable { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut

@@ -101,6 +101,22 @@ impl Registry {
         Ok(Self::new(db.clone(), Arc::new(artifacts), db))
     }
 
+    /// A registry kept in the MLflow tracking server at `uri` (`http://host:5000`): models,
+    /// versions and aliases in its model registry, files in its artifact proxy, credentials
+    /// from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`PASSWORD`. MLflow has
+    /// no place for live endpoints: the endpoint directory is this process's own, in
+    /// memory (use [`Registry::new`] to pair MLflow with a shared one). Feature `mlflow`.
+    #[cfg(feature = "mlflow")]
+    pub fn mlflow(uri: &str) -> Result<Self> {
+        let models = crate::mlflow::MlflowRegistry::new(uri)?;
+        let artifacts = Arc::new(models.artifacts());
+        Ok(Self::new(
+            Arc::new(models),
+            artifacts,
+            Arc::new(crate::memory::InMemoryRegistry::new()),
+        ))
+    }
+
     /// A registry in memory, artifacts included.
     pub fn in_memory() -> Result<Self> {
         let db = Arc::new(InMemoryRegistry::new());
@@ -195,7 +211,7 @@ impl Registry {
             ..version.with_manifest(manifest.clone())
         };
         let created = self.models.create_version(name, new, change).await?;
-        let prefix = version_prefix(name, created.version);
+        let prefix = self.folder_of(&created);
         let stored = async {
             let files = self.store_files(root, &prefix, &manifest).await?;
             let mut manifest = manifest;
@@ -280,19 +296,16 @@ impl Registry {
                 version.name, version.version, version.status
             )));
         }
-        let manifest = version.manifest.clone().ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "model '{}' version {} has no manifest: its files live at its source",
-                version.name, version.version
-            ))
-        })?;
+        let Some(manifest) = version.manifest.clone() else {
+            return self.download_from_source(version, dest).await;
+        };
         if !manifest.entry.path.is_empty() {
             check_store_path(&manifest.entry.path)?;
         }
-        let prefix = version_prefix(&version.name, version.version);
+        let prefix = self.folder_of(&version);
         for f in &manifest.files {
             check_store_path(&f.path)?;
-            self.fetch_file(&format!("{prefix}{}", f.path), f, &dest.join(&f.path))
+            self.fetch_file(&format!("{prefix}{}", f.path), f, &dest.join(&f.path), true)
                 .await?;
         }
         let entry = dest.join(&manifest.entry.path);
@@ -303,7 +316,88 @@ impl Registry {
         })
     }
 
-    async fn fetch_file(&self, store_path: &str, want: &FileEntry, target: &Path) -> Result<()> {
+    /// Where a version's files are in the store: the folder its source names (an MLflow
+    /// version's), else the registry's own layout.
+    fn folder_of(&self, version: &ModelVersion) -> String {
+        version
+            .source
+            .as_deref()
+            .and_then(|s| self.artifacts.locate(s))
+            .unwrap_or_else(|| version_prefix(&version.name, version.version))
+    }
+
+    /// A version registered elsewhere (logged with MLflow's own client): no manifest with
+    /// digests, so every file its source folder lists is downloaded and checked against the
+    /// size the store lists, then the package is described from what arrived (an MLflow
+    /// model's `MLmodel` names its flavors and signature). A package no runtime here can
+    /// load is refused, naming what it holds.
+    async fn download_from_source(&self, version: ModelVersion, dest: &Path) -> Result<Downloaded> {
+        let who = format!("model '{}' version {}", version.name, version.version);
+        let prefix = version
+            .source
+            .as_deref()
+            .and_then(|s| self.artifacts.locate(s))
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{who} has no manifest and its source ({}) is not in this registry's \
+                     artifact store ({})",
+                    version.source.as_deref().unwrap_or("none"),
+                    self.artifacts.uri()
+                ))
+            })?;
+        let files = self.artifacts.list(&prefix).await?;
+        if files.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "{who}: its source {} holds no files",
+                version.source.as_deref().unwrap_or_default()
+            )));
+        }
+        for path in &files {
+            let relative = path.strip_prefix(&prefix).unwrap_or(path);
+            check_store_path(relative)?;
+            let size = self
+                .artifacts
+                .size(path)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("artifact '{path}' of {who}")))?;
+            let want = FileEntry {
+                path: relative.to_owned(),
+                size,
+                sha256: String::new(),
+            };
+            self.fetch_file(path, &want, &dest.join(relative), false)
+                .await?;
+        }
+        let root = dest.to_path_buf();
+        let manifest = tokio::task::spawn_blocking(move || ModelManifest::describe(&root))
+            .await
+            .map_err(|e| Error::io(dest.display(), std::io::Error::other(e)))??;
+        if manifest.entry.format == mlops_core::ModelFormat::Mlflow {
+            let flavors = manifest
+                .mlflow
+                .as_ref()
+                .map(|m| m.flavors.keys().cloned().collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            return Err(Error::FailedPrecondition(format!(
+                "{who} is an MLflow model with the flavors [{flavors}]; the runtimes here \
+                 serve the 'onnx' flavor (and 'tensorflow' SavedModels through a converter)"
+            )));
+        }
+        let entry = dest.join(&manifest.entry.path);
+        Ok(Downloaded {
+            version,
+            root: dest.to_path_buf(),
+            entry,
+        })
+    }
+
+    async fn fetch_file(
+        &self,
+        store_path: &str,
+        want: &FileEntry,
+        target: &Path,
+        check_digest: bool,
+    ) -> Result<()> {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -339,7 +433,7 @@ impl Registry {
                 .await
                 .map_err(|e| Error::io(part.display(), e))?;
             let sha256 = hex::encode(hasher.finalize());
-            if size != want.size || sha256 != want.sha256 {
+            if size != want.size || (check_digest && sha256 != want.sha256) {
                 return Err(Error::Integrity {
                     path: store_path.to_owned(),
                     reason: format!(
@@ -393,9 +487,7 @@ impl Registry {
                 Err(Error::FailedPrecondition(_)) => continue,
                 Err(e) => return Err(e),
             }
-            self.artifacts
-                .delete_all(&version_prefix(&v.name, v.version))
-                .await?;
+            self.artifacts.delete_all(&self.folder_of(&v)).await?;
             failed.push((v.name, v.version));
         }
         Ok(failed)
@@ -403,10 +495,9 @@ impl Registry {
 
     /// Deletes a version (refused while an alias points at it), then its files.
     pub async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
+        let folder = self.folder_of(&self.models.get_version(name, version).await?);
         self.models.delete_version(name, version, change).await?;
-        self.artifacts
-            .delete_all(&version_prefix(name, version))
-            .await
+        self.artifacts.delete_all(&folder).await
     }
 
     /// Deletes a model, its versions and aliases, then its files.

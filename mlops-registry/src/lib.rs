@@ -7,9 +7,9 @@
 //!
 //! | trait | backends |
 //! |---|---|
-//! | [`ModelRegistry`]: models, versions, aliases, audit log | [`InMemoryRegistry`], [`SqliteRegistry`] (the default), `PostgresRegistry` (feature `postgres`) |
+//! | [`ModelRegistry`]: models, versions, aliases, audit log | [`InMemoryRegistry`], [`SqliteRegistry`] (the default), `PostgresRegistry` (feature `postgres`), `MlflowRegistry` (feature `mlflow`: an MLflow tracking server) |
 //! | [`EndpointDirectory`]: live serving endpoints, by lease | the same three |
-//! | [`ArtifactStore`]: model files | [`OpendalStore`]: local disk, memory, S3 (feature `s3`), HDFS (feature `hdfs`) |
+//! | [`ArtifactStore`]: model files | [`OpendalStore`]: local disk, memory, S3 (feature `s3`), HDFS (feature `hdfs`); `MlflowArtifacts` (feature `mlflow`: MLflow's artifact proxy) |
 //!
 //! [`Registry`] puts them together: register a model directory or file in one call,
 //! download a version with every file verified, promote a candidate only if it passes
@@ -41,10 +41,13 @@
 //! model from file to autoscaled endpoint, and `examples/quickstart.rs` runs it.
 
 mod artifact;
+pub mod contract;
 mod endpoint;
 mod error;
 mod facade;
 mod memory;
+#[cfg(feature = "mlflow")]
+mod mlflow;
 mod model;
 mod registry;
 mod sql;
@@ -61,6 +64,8 @@ pub use endpoint::{Endpoint, EndpointDirectory, Lease, LiveEndpoint, Protocol};
 pub use error::{Error, Result};
 pub use facade::{Downloaded, Heartbeat, Promotion, PromotionOutcome, Registry};
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "mlflow")]
+pub use mlflow::{MlflowArtifacts, MlflowRegistry};
 pub use model::{
     AuditAction, AuditEvent, AuditQuery, Change, Compare, Expect, MAX_KEY_LEN, ModelQuery,
     ModelVersion, NewVersion, RegisteredModel, VersionQuery, VersionStatus, check_alias, check_key,

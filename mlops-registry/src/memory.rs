@@ -7,16 +7,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mlops_core::{ModelRef, VersionSelector};
 
+use crate::contract::{
+    alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
+    model_not_found, no_ready_version, version_not_found,
+};
 use crate::endpoint::{Endpoint, EndpointDirectory, Lease, LiveEndpoint, new_lease_id};
 use crate::error::{Error, Result};
 use crate::model::{
     AuditAction, AuditEvent, AuditQuery, Change, Expect, ModelQuery, ModelVersion, NewVersion,
     RegisteredModel, VersionQuery, VersionStatus, check_alias, check_name,
 };
-use crate::registry::{
-    ModelRegistry, VersionUpdate, alias_not_found, check_aliasable, check_expect,
-    check_final_manifest, check_transition, model_not_found, no_ready_version, version_not_found,
-};
+use crate::registry::{ModelRegistry, VersionUpdate};
 use crate::time::{now, ttl_to_chrono};
 use crate::validation::ValidationReport;
 

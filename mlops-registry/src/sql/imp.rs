@@ -12,6 +12,10 @@ use serde::de::DeserializeOwned;
 use sqlx::{Row, Transaction};
 
 use super::{ALIAS_AGG, Db, MIGRATIONS, Store, is_unique_violation, lock_for_migration};
+use crate::contract::{
+    alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
+    model_not_found, no_ready_version, version_not_found,
+};
 use crate::endpoint::{
     Endpoint, EndpointDirectory, Lease, LiveEndpoint, Protocol, lease_not_found, new_lease_id,
 };
@@ -20,10 +24,7 @@ use crate::model::{
     AuditAction, AuditEvent, AuditQuery, Change, Expect, ModelQuery, ModelVersion, NewVersion,
     RegisteredModel, VersionQuery, VersionStatus, check_alias, check_key, check_name,
 };
-use crate::registry::{
-    ModelRegistry, VersionUpdate, alias_not_found, check_aliasable, check_expect,
-    check_final_manifest, check_transition, model_not_found, no_ready_version, version_not_found,
-};
+use crate::registry::{ModelRegistry, VersionUpdate};
 use crate::sql::SCHEMA_VERSION;
 use crate::time::{from_micros, now, ttl_to_chrono};
 use crate::validation::ValidationReport;

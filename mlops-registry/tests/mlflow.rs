@@ -1,0 +1,284 @@
+//! The MLflow backend against a real MLflow tracking server (`scripts/mlflow.sh` starts one
+//! and `scripts/test.sh` names it in `MLOPS_TEST_MLFLOW_URL`): the conformance suites with
+//! MLflow's capabilities, a model logged with MLflow's own Python client downloaded and
+//! described, and the faults a deployment meets (a server down, slow or failing, files
+//! missing or changed).
+#![cfg(feature = "mlflow")]
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlops_core::ModelFormat;
+use mlops_core::testkit::testdata;
+use mlops_registry::testkit::{self, Capabilities};
+use mlops_registry::{
+    ArtifactStore, Change, Error, MlflowArtifacts, MlflowRegistry, ModelRegistry, NewVersion,
+    Registry,
+};
+
+/// The server's URI; `None` (with the reason printed) where there is none, except under CI.
+fn server() -> Option<String> {
+    match std::env::var("MLOPS_TEST_MLFLOW_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("MLOPS_TEST_MLFLOW_URL is not set: scripts/test.sh starts MLflow")
+        }
+        Err(_) => {
+            eprintln!("skipped: MLOPS_TEST_MLFLOW_URL is not set (scripts/test.sh starts MLflow)");
+            None
+        }
+    }
+}
+
+fn python() -> String {
+    std::env::var("MLOPS_TEST_PYTHON").expect("MLOPS_TEST_PYTHON: scripts/test.sh sets it")
+}
+
+/// Logs `testdata/mlp.onnx` as `name`, aliased `alias`, with MLflow's own client; returns
+/// the version number.
+fn log_with_mlflow(url: &str, name: &str, alias: &str) -> u64 {
+    let script = testdata("../scripts/mlflow-log-model.py");
+    let out = std::process::Command::new(python())
+        .arg(&script)
+        .args([url, name, alias])
+        .arg(testdata("mlp.onnx"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mlflow-log-model.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // MLflow prints its own lines first; the script's answer is the last.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    answer["version"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_conformance_suites_with_mlflows_capabilities() {
+    let Some(url) = server() else { return };
+    let r = Arc::new(MlflowRegistry::new(&url).unwrap());
+    testkit::model_registry_with(r.as_ref(), Capabilities::MLFLOW).await;
+    testkit::concurrent_versions(r.clone(), 40).await;
+    testkit::concurrent_alias_moves_with(r.clone(), 10, Capabilities::MLFLOW).await;
+    testkit::artifact_store_with(&r.artifacts(), Capabilities::MLFLOW).await;
+    assert!(matches!(
+        r.audit_log(&Default::default()).await,
+        Err(Error::Unsupported(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_logged_with_mlflow_is_resolved_with_its_run_and_downloaded() {
+    let Some(url) = server() else { return };
+    let name = testkit::unique_name("logged");
+    let number = log_with_mlflow(&url, &name, "production");
+    let registry = Registry::mlflow(&url).unwrap();
+
+    let v = registry
+        .resolve(&format!("{name}@production"))
+        .await
+        .unwrap();
+    assert_eq!(v.version, number);
+    assert_eq!(v.aliases, ["production"]);
+    assert_eq!(
+        v.metrics.get("accuracy"),
+        Some(&0.93),
+        "from the version's run"
+    );
+    assert_eq!(v.params.get("lr").map(String::as_str), Some("0.01"));
+    assert!(v.lineage.run_id.is_some());
+    assert!(
+        v.source
+            .as_deref()
+            .unwrap()
+            .starts_with("mlflow-artifacts:/"),
+        "the source is where the files are: {:?}",
+        v.source
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let got = registry
+        .download(&format!("{name}@production"), dir.path())
+        .await
+        .unwrap();
+    assert_eq!(got.entry, dir.path().join("model.onnx"));
+    let manifest = mlops_core::ModelManifest::describe(dir.path()).unwrap();
+    assert_eq!(manifest.entry.format, ModelFormat::Onnx);
+    let signature = manifest.signature.as_ref().unwrap();
+    assert_eq!(signature.inputs[0].name, "x");
+    assert_eq!(signature.outputs[0].name, "y");
+    // The weights MLflow wrote beside the graph came too, byte for byte.
+    let graph_and_weights: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(graph_and_weights > 40_000, "{graph_and_weights} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_registered_here_is_stored_where_mlflow_looks_and_verified() {
+    let Some(url) = server() else { return };
+    let registry = Registry::mlflow(&url).unwrap();
+    let name = testkit::unique_name("ours");
+    let v = registry
+        .register(
+            &name,
+            &testdata("mlp.onnx"),
+            NewVersion::new().with_metric("accuracy", 0.9),
+            &Change::by("ci"),
+        )
+        .await
+        .unwrap();
+    let source = v.source.clone().unwrap();
+    assert!(
+        source.starts_with("mlflow-artifacts:/") && source.ends_with("/artifacts/model"),
+        "in its run's artifacts, as MLflow's log_model puts them: {source}"
+    );
+    assert!(v.lineage.run_id.is_some());
+    assert_eq!(
+        v.lineage.source.as_deref(),
+        Some(testdata("mlp.onnx").display().to_string().as_str()),
+        "the local path it came from"
+    );
+    let store = MlflowArtifacts::connect(&url).unwrap();
+    let folder = store.locate(&source).unwrap();
+    assert_eq!(
+        store.list(&folder).await.unwrap(),
+        [format!("{folder}mlp.onnx")]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let got = registry
+        .download(&format!("{name}/{}", v.version), &dir.path().join("ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&got.entry).unwrap(),
+        std::fs::read(testdata("mlp.onnx")).unwrap()
+    );
+
+    // Someone replaces the file behind the registry's back: the download refuses it.
+    store
+        .put(&format!("{folder}mlp.onnx"), &mut &b"not the model"[..])
+        .await
+        .unwrap();
+    let err = registry
+        .download(&format!("{name}/{}", v.version), &dir.path().join("bad"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    assert!(!dir.path().join("bad/mlp.onnx").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_without_servable_files_never_download() {
+    let Some(url) = server() else { return };
+    let mlflow = MlflowRegistry::new(&url).unwrap();
+    let store = mlflow.artifacts();
+    let registry = Registry::new(
+        Arc::new(mlflow.clone()),
+        Arc::new(store.clone()),
+        Arc::new(mlops_registry::InMemoryRegistry::new()),
+    );
+    let name = testkit::unique_name("unservable");
+    let sklearn = mlflow
+        .create_version(&name, NewVersion::new().ready(), &Change::by("ci"))
+        .await
+        .unwrap();
+    let folder = store.locate(sklearn.source.as_deref().unwrap()).unwrap();
+    let mlmodel = "artifact_path: model\nflavors:\n  python_function:\n    loader_module: mlflow.sklearn\n  sklearn:\n    pickled_model: model.pkl\n    sklearn_version: 1.5.0\nmlflow_version: 3.17.2\n";
+    store
+        .put(&format!("{folder}MLmodel"), &mut mlmodel.as_bytes())
+        .await
+        .unwrap();
+    store
+        .put(&format!("{folder}model.pkl"), &mut &b"pickle"[..])
+        .await
+        .unwrap();
+    // Registered, READY, and no file was ever stored for it.
+    let empty = mlflow
+        .create_version(&name, NewVersion::new().ready(), &Change::by("ci"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = registry
+        .download(
+            &format!("{name}/{}", sklearn.version),
+            &dir.path().join("a"),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("[python_function, sklearn]") && text.contains("'onnx'"),
+        "names what it has and what is served: {text}"
+    );
+    let err = registry
+        .download(&format!("{name}/{}", empty.version), &dir.path().join("b"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("holds no files"), "{err}");
+}
+
+/// A server that accepts connections and answers each request after `delay` with `status`.
+async fn fake_server(status: &'static str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let body = r#"{"error_code": "INTERNAL_ERROR", "message": "database is locked"}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_server_down_slow_or_failing_is_a_temporary_error() {
+    // Down: nothing listens on the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = MlflowRegistry::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    let err = down.get_model("mlp").await.unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+
+    let failing =
+        MlflowRegistry::new(&fake_server("503 Service Unavailable", Duration::ZERO).await).unwrap();
+    let err = failing.get_model("mlp").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { .. }) && err.is_temporary(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("database is locked"), "{err}");
+
+    let slow = MlflowRegistry::new(&fake_server("200 OK", Duration::from_secs(10)).await)
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+    let err = slow.get_model("mlp").await.unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+
+    let err = MlflowRegistry::new("ftp://example.com").unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
