@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example serve -- testdata
 //! cargo run --release --example serve -- --registry ./registry --model mlp@production
+//! cargo run --release --example serve -- --registry mlflow+http://127.0.0.1:5000 --model mlp@production
 //! ```
 //!
 //! Flags:
@@ -12,6 +13,9 @@
 //!   downloaded and verified, and announce them in the registry's endpoint directory; the
 //!   repository extension (`POST /v2/repository/models/mlp@staging/load`) then loads and
 //!   unloads `NAME@ALIAS` and `NAME/N` from the registry, and lists what it holds;
+//! - `--registry mlflow+http://HOST:PORT` (or `mlflow+https://`): the same from an MLflow
+//!   tracking server, models logged with MLflow's own client included (credentials from
+//!   `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`PASSWORD`);
 //! - `--http ADDR`, `--grpc ADDR`, `--metrics ADDR`: where to listen;
 //! - `--advertise HOST`: the host clients reach this server at, announced in the
 //!   registry (default: the listening address's host);
@@ -72,7 +76,8 @@ struct Args {
 const USAGE: &str = "usage: serve [DIR] [--registry DIR --model NAME@ALIAS ...] [flags]
 
   DIR                    serve every model in a directory (flat, or Triton's <name>/<version>/)
-  --registry DIR         a registry made by mlops (it must exist; see --create-registry)
+  --registry DIR         a registry made by mlops (it must exist; see --create-registry),
+                         or mlflow+http://HOST:PORT for an MLflow tracking server
   --create-registry      create the --registry directory if it does not exist
   --model REF            serve a registered version: NAME, NAME/N or NAME@ALIAS (repeatable)
   --http ADDR            HTTP/REST address (default 127.0.0.1:8000)
@@ -187,6 +192,7 @@ fn parse() -> Result<Args, BoxError> {
         return Err(format!("{}: not a directory", dir.display()).into());
     }
     if let Some(dir) = &args.registry
+        && !dir.to_string_lossy().starts_with("mlflow+")
         && !dir.exists()
         && !args.create_registry
     {
@@ -300,7 +306,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .registry
             .clone()
             .ok_or("--model needs --registry DIR")?;
-        let registry = Registry::open(&dir).await?;
+        let registry = open_registry(&dir).await?;
         for reference in &args.models {
             let dest = scratch.path().join(reference.replace(['/', '@'], "_"));
             let got = registry.download(reference, &dest).await?;
@@ -361,7 +367,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let repository: Arc<dyn Repository> = match (&args.repository, &args.registry) {
         (Some(dir), _) => Arc::new(DirectoryRepository::new(dir.clone(), args.spec.clone())),
         (None, Some(dir)) => Arc::new(RegistryRepository::new(
-            Registry::open(dir).await?,
+            open_registry(dir).await?,
             scratch.path().join("loaded"),
             args.spec.clone(),
         )),
@@ -401,4 +407,19 @@ async fn run(args: Args) -> Result<(), BoxError> {
     tokio::task::spawn_blocking(move || s.shutdown()).await?;
     println!("stopped");
     Ok(())
+}
+
+/// A registry directory made by mlops, or an MLflow tracking server named
+/// `mlflow+http://HOST:PORT`.
+async fn open_registry(place: &std::path::Path) -> Result<Registry, BoxError> {
+    let text = place.to_string_lossy();
+    if let Some(uri) = text.strip_prefix("mlflow+") {
+        #[cfg(feature = "mlflow")]
+        return Ok(Registry::mlflow(uri)?);
+        #[cfg(not(feature = "mlflow"))]
+        return Err(
+            format!("--registry {uri}: this build has no MLflow support (feature mlflow)").into(),
+        );
+    }
+    Ok(Registry::open(place).await?)
 }
