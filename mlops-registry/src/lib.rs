@@ -44,7 +44,6 @@ mod artifact;
 pub mod contract;
 mod endpoint;
 mod error;
-mod facade;
 mod memory;
 #[cfg(feature = "mlflow")]
 mod mlflow;
@@ -55,6 +54,7 @@ mod sql;
 pub mod testkit;
 mod time;
 pub mod validation;
+mod workflow;
 
 pub use artifact::{
     ArtifactStore, ByteStream, CHUNK_SIZE, OpendalStore, StoredFile, check_store_path,
@@ -62,7 +62,6 @@ pub use artifact::{
 };
 pub use endpoint::{Endpoint, EndpointDirectory, Lease, LiveEndpoint, Protocol};
 pub use error::{Error, Result};
-pub use facade::{Downloaded, Heartbeat, Promotion, PromotionOutcome, Registry};
 pub use memory::InMemoryRegistry;
 #[cfg(feature = "mlflow")]
 pub use mlflow::{MlflowArtifacts, MlflowRegistry};
@@ -76,5 +75,6 @@ pub use registry::{ModelRegistry, ModelRegistryExt, VersionUpdate};
 pub use sql::postgres::PostgresRegistry;
 pub use sql::sqlite::SqliteRegistry;
 pub use validation::{ValidationCase, ValidationPolicy, ValidationReport};
+pub use workflow::{Downloaded, Heartbeat, Promotion, PromotionOutcome, Registry};
 
 pub use mlops_core::{ModelRef, VersionSelector};
