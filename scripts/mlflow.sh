@@ -15,7 +15,14 @@ pidfile="$dir/mlflow.pid"
 if [ "${1:-}" = stop ]; then
   if [ -f "$pidfile" ]; then
     # setsid made the server a process-group leader: stop it with its workers.
-    kill -- "-$(cat "$pidfile")" 2>/dev/null || true
+    pgid="$(cat "$pidfile")"
+    kill -- "-$pgid" 2>/dev/null || true
+    # It shuts its workers down first: wait for the group to be gone, then insist.
+    for _ in $(seq 1 20); do
+      kill -0 -- "-$pgid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
     rm -f "$pidfile"
   fi
   exit 0
