@@ -414,12 +414,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 async fn open_registry(place: &std::path::Path) -> Result<Registry, BoxError> {
     let text = place.to_string_lossy();
     if let Some(uri) = text.strip_prefix("mlflow+") {
-        #[cfg(feature = "mlflow")]
         return Ok(Registry::mlflow(uri)?);
-        #[cfg(not(feature = "mlflow"))]
-        return Err(
-            format!("--registry {uri}: this build has no MLflow support (feature mlflow)").into(),
-        );
     }
     Ok(Registry::open(place).await?)
 }

@@ -11,11 +11,12 @@ use crate::error::{Error, Result};
 use crate::model::{Expect, ModelVersion, NewVersion, VersionStatus};
 use crate::registry::VersionUpdate;
 
-/// The facts a backend stores for a new version: `new` checked (keys, finite metrics) and
-/// merged with its manifest's.
+/// The facts a backend stores for a new version: `new` merged with its manifest's, then
+/// checked (keys, finite metrics), so a manifest cannot bring in what a caller could not.
 pub fn prepare_version(new: NewVersion) -> Result<NewVersion> {
+    let new = new.merged();
     new.validate()?;
-    Ok(new.merged())
+    Ok(new)
 }
 
 /// The compare in compare-and-set, shared by every backend.

@@ -161,16 +161,23 @@ async fn a_version_registered_here_is_stored_where_mlflow_looks_and_verified() {
         std::fs::read(testdata("mlp.onnx")).unwrap()
     );
 
-    // Someone replaces the file behind the registry's back: the download refuses it.
+    // Someone replaces the file behind the registry's back, same size, one byte changed:
+    // the digest refuses it.
+    let mut changed = std::fs::read(testdata("mlp.onnx")).unwrap();
+    let last = changed.len() - 1;
+    changed[last] ^= 0x55;
     store
-        .put(&format!("{folder}mlp.onnx"), &mut &b"not the model"[..])
+        .put(&format!("{folder}mlp.onnx"), &mut changed.as_slice())
         .await
         .unwrap();
     let err = registry
         .download(&format!("{name}/{}", v.version), &dir.path().join("bad"))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::Integrity { reason, .. } if reason.contains("sha256")),
+        "{err}"
+    );
     assert!(!dir.path().join("bad/mlp.onnx").exists());
 }
 
@@ -212,6 +219,7 @@ async fn versions_without_servable_files_never_download() {
         )
         .await
         .unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
     let text = err.to_string();
     assert!(
         text.contains("[python_function, sklearn]") && text.contains("'onnx'"),
@@ -221,7 +229,10 @@ async fn versions_without_servable_files_never_download() {
         .download(&format!("{name}/{}", empty.version), &dir.path().join("b"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("holds no files"), "{err}");
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("holds no files")),
+        "{err}"
+    );
 }
 
 /// A server that accepts connections and answers each request after `delay` with `status`.

@@ -65,9 +65,13 @@ impl MlflowArtifacts {
                 files
                     .iter()
                     .filter_map(|f| {
-                        let path = f["path"].as_str()?;
+                        let path = f["path"].as_str()?.trim_end_matches('/');
                         // Entries are relative to `dir` (or, on some stores, carry it).
                         let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+                        // An empty, `.` or `..` name would list a folder again, forever.
+                        if matches!(name.as_str(), "" | "." | "..") {
+                            return None;
+                        }
                         Some((
                             name,
                             f["is_dir"].as_bool().unwrap_or(false),
@@ -217,28 +221,28 @@ impl ArtifactStore for MlflowArtifacts {
     }
 
     async fn delete_all(&self, prefix: &str) -> Result<()> {
-        let dir = prefix.trim_end_matches('/');
-        if dir.is_empty() {
+        if prefix.trim_end_matches('/').is_empty() {
             return Err(Error::invalid(
                 "refusing to delete the whole MLflow artifact root",
             ));
         }
-        if self.list(prefix).await?.is_empty() {
-            return Ok(());
+        // File by file: some of MLflow's stores delete a folder by key prefix, which would
+        // take `model_v2/` with `model`.
+        for path in self.list(prefix).await? {
+            let url = self.client.url(PROXY, &path);
+            let response = self
+                .client
+                .request(Method::DELETE, url.clone())
+                .send()
+                .await
+                .map_err(|e| unavailable(&url, &e))?;
+            let status = response.status();
+            if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                let body = response.text().await.unwrap_or_default();
+                return Err(error_from("mlflow-artifacts delete", status, &body));
+            }
         }
-        let url = self.client.url(PROXY, dir);
-        let response = self
-            .client
-            .request(Method::DELETE, url.clone())
-            .send()
-            .await
-            .map_err(|e| unavailable(&url, &e))?;
-        let status = response.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(error_from("mlflow-artifacts delete", status, &body))
+        Ok(())
     }
 
     fn uri(&self) -> String {

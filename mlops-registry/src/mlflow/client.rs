@@ -39,19 +39,19 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// `MLFLOW_TRACKING_TOKEN`, else `MLFLOW_TRACKING_USERNAME` and
-    /// `MLFLOW_TRACKING_PASSWORD`, else none.
+    /// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`, else
+    /// `MLFLOW_TRACKING_TOKEN`, else none: MLflow's client prefers basic auth too.
     pub(crate) fn from_env() -> Auth {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(token) = var("MLFLOW_TRACKING_TOKEN") {
-            return Auth::Bearer(token);
-        }
-        match (
+        if let (Some(user), Some(password)) = (
             var("MLFLOW_TRACKING_USERNAME"),
             var("MLFLOW_TRACKING_PASSWORD"),
         ) {
-            (Some(user), Some(password)) => Auth::Basic(user, password),
-            _ => Auth::None,
+            return Auth::Basic(user, password);
+        }
+        match var("MLFLOW_TRACKING_TOKEN") {
+            Some(token) => Auth::Bearer(token),
+            None => Auth::None,
         }
     }
 }
@@ -207,9 +207,8 @@ pub(crate) fn error_from(endpoint: &str, status: StatusCode, body: &str) -> Erro
         "INVALID_PARAMETER_VALUE" | "INVALID_STATE" if status.is_client_error() => {
             Error::InvalidArgument(format!("MLflow: {message}"))
         }
-        _ if status == StatusCode::NOT_FOUND => Error::NotFound {
-            what: format!("MLflow {endpoint}"),
-        },
+        // A 404 without MLflow's error code is a path the server does not have (a wrong
+        // URI prefix, an older server), not a missing model.
         _ if status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT =>

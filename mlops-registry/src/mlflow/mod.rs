@@ -8,7 +8,7 @@
 //! |---|---|
 //! | model name, description, tags, aliases | the registered model's own |
 //! | version number, description, tags, aliases | the model version's own |
-//! | metrics, params | the version's run (`runs/get`); a version we create gets a run of its own in the `Default` experiment, and its files go in that run's artifacts under `model/`, where MLflow's `log_model` puts them |
+//! | metrics, params | the version's run (`runs/get`); a version we create gets a run of its own in the `Default` experiment, and its files go in that run's artifacts under `model/` (where MLflow 2's `log_model` put them) |
 //! | lineage | the version's `run_id` and the run's dataset inputs; ours is kept whole in the tag `mlops.lineage` |
 //! | status and its message | the tags `mlops.status`, `mlops.status_message`; without them MLflow's status (and the stage `Archived`) |
 //! | manifest, validation report | the tags `mlops.manifest`, `mlops.validation` (JSON) |
@@ -166,7 +166,8 @@ impl MlflowRegistry {
                 out.extend(items.iter().cloned());
             }
             match page["next_page_token"].as_str() {
-                Some(t) if !t.is_empty() => token = t.to_owned(),
+                // A server repeating its token would page forever.
+                Some(t) if !t.is_empty() && t != token => token = t.to_owned(),
                 _ => return Ok(out),
             }
         }
@@ -544,7 +545,7 @@ impl ModelRegistry for MlflowRegistry {
                 raw.extend(items.iter().cloned());
             }
             match page["next_page_token"].as_str() {
-                Some(t) if !t.is_empty() => token = t.to_owned(),
+                Some(t) if !t.is_empty() && t != token => token = t.to_owned(),
                 _ => break,
             }
         }
@@ -585,8 +586,8 @@ impl ModelRegistry for MlflowRegistry {
         change: &Change,
     ) -> Result<ModelVersion> {
         check_name(name)?;
-        check_user_tags(version.tags.keys())?;
         let mut new = crate::contract::prepare_version(version)?;
+        check_user_tags(new.tags.keys())?;
         match self
             .send(
                 Method::POST,
@@ -704,6 +705,8 @@ impl ModelRegistry for MlflowRegistry {
         message: Option<&str>,
         _change: &Change,
     ) -> Result<ModelVersion> {
+        // Archiving checks the version's aliases: no alias may move meanwhile.
+        let _moving = self.alias_moves.lock().await;
         let current = self.get_version(name, version).await?;
         check_transition(&current, status)?;
         match message {
@@ -749,6 +752,7 @@ impl ModelRegistry for MlflowRegistry {
     }
 
     async fn delete_version(&self, name: &str, version: u64, _change: &Change) -> Result<()> {
+        let _moving = self.alias_moves.lock().await;
         let current = self.get_version(name, version).await?;
         if !current.aliases.is_empty() {
             return Err(Error::FailedPrecondition(format!(

@@ -163,6 +163,13 @@ impl Registry {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 size += chunk.len() as u64;
+                if size > want.size {
+                    // More than recorded: stop before a runaway body fills the disk.
+                    return Err(Error::Integrity {
+                        path: store_path.to_owned(),
+                        reason: format!("recorded {} bytes, stored more", want.size),
+                    });
+                }
                 let for_hash = chunk.clone();
                 let hashing = tokio::task::spawn_blocking(move || {
                     hasher.update(&for_hash);

@@ -80,6 +80,12 @@ impl Registry {
         ))
     }
 
+    /// Without the `mlflow` feature: [`Error::NotCompiled`].
+    #[cfg(not(feature = "mlflow"))]
+    pub fn mlflow(_uri: &str) -> Result<Self> {
+        Err(Error::NotCompiled("mlflow"))
+    }
+
     /// A registry in memory, artifacts included.
     pub fn in_memory() -> Result<Self> {
         let db = Arc::new(InMemoryRegistry::new());
