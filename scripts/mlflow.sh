@@ -33,7 +33,9 @@ healthy() { "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys
 
 if ! healthy; then
   mkdir -p "$dir/artifacts"
-  setsid nohup "$(dirname "$python")/mlflow" server --host 127.0.0.1 --port "$port" \
+  # No job runner: its dozen worker processes compete with the tests for two cores, and
+  # the registry API needs none of them.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid nohup "$(dirname "$python")/mlflow" server --host 127.0.0.1 --port "$port" \
     --backend-store-uri "sqlite:///$dir/mlflow.db" --artifacts-destination "$dir/artifacts" \
     --workers 1 </dev/null >"$dir/mlflow.log" 2>&1 &
   echo $! >"$pidfile"
