@@ -41,17 +41,21 @@ impl MlflowArtifacts {
         )?))
     }
 
+    /// A request without a body; a transport failure is [`Error::Unavailable`].
+    async fn send(&self, method: Method, url: &reqwest::Url) -> Result<reqwest::Response> {
+        self.client
+            .request(method, url.clone())
+            .send()
+            .await
+            .map_err(|e| unavailable(url, &e))
+    }
+
     /// One directory's entries: `(name, is_dir, size)`.
     async fn entries(&self, dir: &str) -> Result<Vec<(String, bool, u64)>> {
         let mut url = self.client.url(PROXY, "");
         url.query_pairs_mut()
             .append_pair("path", dir.trim_end_matches('/'));
-        let response = self
-            .client
-            .request(Method::GET, url.clone())
-            .send()
-            .await
-            .map_err(|e| unavailable(&url, &e))?;
+        let response = self.send(Method::GET, &url).await?;
         let status = response.status();
         let body = response.text().await.map_err(|e| unavailable(&url, &e))?;
         if !status.is_success() {
@@ -160,12 +164,7 @@ impl ArtifactStore for MlflowArtifacts {
     async fn get(&self, path: &str) -> Result<ByteStream> {
         check_store_path(path)?;
         let url = self.client.url(PROXY, path);
-        let response = self
-            .client
-            .request(Method::GET, url.clone())
-            .send()
-            .await
-            .map_err(|e| unavailable(&url, &e))?;
+        let response = self.send(Method::GET, &url).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Err(Error::not_found(format!("artifact '{path}'")));
@@ -230,12 +229,7 @@ impl ArtifactStore for MlflowArtifacts {
         // take `model_v2/` with `model`.
         for path in self.list(prefix).await? {
             let url = self.client.url(PROXY, &path);
-            let response = self
-                .client
-                .request(Method::DELETE, url.clone())
-                .send()
-                .await
-                .map_err(|e| unavailable(&url, &e))?;
+            let response = self.send(Method::DELETE, &url).await?;
             let status = response.status();
             if !(status.is_success() || status == StatusCode::NOT_FOUND) {
                 let body = response.text().await.unwrap_or_default();

@@ -152,17 +152,24 @@ impl MlflowRegistry {
         }
     }
 
-    /// Every version matching an MLflow filter, page by page.
-    async fn raw_versions(&self, filter: &str) -> Result<Vec<Value>> {
+    /// Every item of a search (`model-versions/search`, `registered-models/search`), page
+    /// by page; `key` names the answer's list.
+    async fn search_all(
+        &self,
+        endpoint: &str,
+        key: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
-            let mut query = vec![("filter", filter), ("max_results", PAGE)];
+            let mut q = query.to_vec();
+            q.push(("max_results", PAGE));
             if !token.is_empty() {
-                query.push(("page_token", token.as_str()));
+                q.push(("page_token", token.as_str()));
             }
-            let page = self.get("model-versions/search", &query).await?;
-            if let Some(items) = page["model_versions"].as_array() {
+            let page = self.get(endpoint, &q).await?;
+            if let Some(items) = page[key].as_array() {
                 out.extend(items.iter().cloned());
             }
             match page["next_page_token"].as_str() {
@@ -171,6 +178,16 @@ impl MlflowRegistry {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Every version matching an MLflow filter.
+    async fn raw_versions(&self, filter: &str) -> Result<Vec<Value>> {
+        self.search_all(
+            "model-versions/search",
+            "model_versions",
+            &[("filter", filter)],
+        )
+        .await
     }
 
     async fn highest_version(&self, name: &str) -> Result<u64> {
@@ -530,25 +547,13 @@ impl ModelRegistry for MlflowRegistry {
             Some(p) => format!("name LIKE '{}%'", quote(p)),
             None => String::new(),
         };
-        let mut raw = Vec::new();
-        let mut token = String::new();
-        loop {
-            let mut q = vec![("max_results", PAGE), ("order_by", "name ASC")];
-            if !filter.is_empty() {
-                q.push(("filter", filter.as_str()));
-            }
-            if !token.is_empty() {
-                q.push(("page_token", token.as_str()));
-            }
-            let page = self.get("registered-models/search", &q).await?;
-            if let Some(items) = page["registered_models"].as_array() {
-                raw.extend(items.iter().cloned());
-            }
-            match page["next_page_token"].as_str() {
-                Some(t) if !t.is_empty() && t != token => token = t.to_owned(),
-                _ => break,
-            }
+        let mut q = vec![("order_by", "name ASC")];
+        if !filter.is_empty() {
+            q.push(("filter", filter.as_str()));
         }
+        let raw = self
+            .search_all("registered-models/search", "registered_models", &q)
+            .await?;
         let mut out = Vec::new();
         for r in &raw {
             let m = self.model_from(r).await?;
