@@ -49,7 +49,7 @@ mod memory;
 mod mlflow;
 mod model;
 mod registry;
-mod sql;
+pub mod sql;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod time;

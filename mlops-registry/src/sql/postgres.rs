@@ -2,33 +2,67 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::{PgPool, Pool, Postgres, Transaction};
 
-use super::Migration;
+use super::{Dialect, DialectFuture, Migration, SqlRegistry};
 use crate::error::Result;
-
-type Db = Postgres;
-type Store = PostgresRegistry;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     sql: include_str!("../../migrations/postgres/0001_initial.sql"),
 }];
 
-/// Aggregates a version's aliases into one comma-separated string.
-const ALIAS_AGG: &str = "string_agg(alias, ',' ORDER BY alias)";
-
 /// A registry and endpoint directory in PostgreSQL.
 ///
 /// Concurrent writers from any number of machines are safe: each write locks its model's
 /// row, so version numbers stay consecutive and alias compare-and-set is exact.
-#[derive(Debug, Clone)]
-pub struct PostgresRegistry {
-    pool: PgPool,
+pub type PostgresRegistry = SqlRegistry<PostgresDialect>;
+
+/// PostgreSQL's part of the SQL registry: row locks order the writers, an advisory lock
+/// the migrations.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresDialect {
+    _private: (),
 }
 
-impl PostgresRegistry {
+impl super::sealed::Sealed for PostgresDialect {}
+
+impl Dialect for PostgresDialect {
+    type Db = Postgres;
+    type WriteGuard = ();
+
+    fn migrations(&self) -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    /// Every write locks the rows it changes, so a plain transaction is enough.
+    fn begin_write<'a>(
+        &'a self,
+        pool: &'a Pool<Postgres>,
+    ) -> DialectFuture<'a, (Transaction<'static, Postgres>, ())> {
+        Box::pin(async move { Ok((pool.begin().await?, ())) })
+    }
+
+    /// Two processes starting at once must not both apply a migration.
+    fn lock_for_migration<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Postgres>,
+    ) -> DialectFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT pg_advisory_xact_lock(7253431001)")
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl SqlRegistry<PostgresDialect> {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the
     /// schema up to date. A database from a newer library is refused with
     /// [`crate::Error::SchemaTooNew`].
@@ -44,49 +78,11 @@ impl PostgresRegistry {
 
     /// Uses an existing pool (and brings the schema up to date).
     pub async fn with_pool(pool: PgPool) -> Result<Self> {
-        let store = PostgresRegistry { pool };
-        imp::migrate(&store).await?;
+        let store = SqlRegistry {
+            pool,
+            dialect: PostgresDialect::default(),
+        };
+        store.migrate().await?;
         Ok(store)
     }
-
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Closes every connection.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn begin_write(&self) -> Result<(Transaction<'static, Db>, WriteGuard)> {
-        Ok((self.pool.begin().await?, None))
-    }
 }
-
-type WriteGuard = Option<()>;
-
-/// Two processes starting at once must not both apply a migration.
-async fn lock_for_migration(tx: &mut Transaction<'static, Db>) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(7253431001)")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// PostgreSQL resolves through the pool like every other read.
-fn resolve_inline(
-    _store: &Store,
-    _reference: &mlops_core::ModelRef,
-) -> Option<Option<crate::model::ModelVersion>> {
-    None
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-// The shared queries, compiled with this database's types.
-#[allow(clippy::duplicate_mod)]
-#[path = "imp.rs"]
-mod imp;

@@ -2,39 +2,83 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
+};
+use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
 
-use super::Migration;
+use super::{Dialect, DialectFuture, Migration, SqlRegistry, queries};
 use crate::error::Result;
-
-type Db = Sqlite;
-type Store = SqliteRegistry;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
 }];
 
-/// Aggregates a version's aliases into one comma-separated string.
-const ALIAS_AGG: &str = "group_concat(alias, ',')";
-
 /// A registry and endpoint directory in an SQLite database file.
 ///
 /// WAL mode with `synchronous = NORMAL`: a crashed process loses nothing it committed;
 /// a power cut may lose the last transactions but never corrupts the file. Several
 /// processes may open the same file; writers wait for each other up to the busy timeout.
-#[derive(Debug, Clone)]
-pub struct SqliteRegistry {
-    pool: SqlitePool,
-    readers: Option<std::sync::Arc<InlineReaders>>,
+pub type SqliteRegistry = SqlRegistry<SqliteDialect>;
+
+/// SQLite's part of the SQL registry: writers queued in the process, read-only
+/// connections for resolving on the calling thread.
+#[derive(Debug, Clone, Default)]
+pub struct SqliteDialect {
+    readers: Option<Arc<InlineReaders>>,
     // In-process writers queue here instead of in SQLite's sleeping busy handler.
-    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl SqliteRegistry {
+impl super::sealed::Sealed for SqliteDialect {}
+
+impl Dialect for SqliteDialect {
+    type Db = Sqlite;
+    type WriteGuard = tokio::sync::OwnedMutexGuard<()>;
+
+    fn migrations(&self) -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    fn begin_write<'a>(
+        &'a self,
+        pool: &'a Pool<Sqlite>,
+    ) -> DialectFuture<'a, (Transaction<'static, Sqlite>, Self::WriteGuard)> {
+        Box::pin(async move {
+            let guard = self.write_lock.clone().lock_owned().await;
+            // IMMEDIATE takes the write lock now, so a transaction never fails half-way on
+            // a lock upgrade; other processes' writers wait up to the busy timeout.
+            let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            Ok((tx, guard))
+        })
+    }
+
+    /// BEGIN IMMEDIATE already holds the database's write lock.
+    fn lock_for_migration<'a>(
+        &'a self,
+        _tx: &'a mut Transaction<'static, Sqlite>,
+    ) -> DialectFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn resolve_inline(
+        &self,
+        reference: &mlops_core::ModelRef,
+    ) -> Option<Option<crate::model::ModelVersion>> {
+        resolve_inline(self.readers.as_deref()?, reference)
+    }
+}
+
+impl SqlRegistry<SqliteDialect> {
     /// Opens (creating if needed) the database file at `path`, and brings its schema up
     /// to date. A database from a newer library is refused with [`crate::Error::SchemaTooNew`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -45,12 +89,24 @@ impl SqliteRegistry {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let mut store = Self::with_options(options).await?;
-        store.readers = Some(std::sync::Arc::new(InlineReaders {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            // A local file does not drop connections: skip the ping before each use.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        let readers = InlineReaders {
             path: path.as_ref().to_path_buf(),
             idle: std::sync::Mutex::new(Vec::new()),
-        }));
-        Ok(store)
+        };
+        Self::with_dialect(
+            pool,
+            SqliteDialect {
+                readers: Some(Arc::new(readers)),
+                ..SqliteDialect::default()
+            },
+        )
+        .await
     }
 
     /// A private in-memory SQLite database: for tests that want SQL semantics without
@@ -65,53 +121,14 @@ impl SqliteRegistry {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Self::with_pool(pool).await
+        Self::with_dialect(pool, SqliteDialect::default()).await
     }
 
-    async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A local file does not drop connections: skip the ping before each use.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        Self::with_pool(pool).await
-    }
-
-    async fn with_pool(pool: SqlitePool) -> Result<Self> {
-        let store = SqliteRegistry {
-            pool,
-            readers: None,
-            write_lock: Default::default(),
-        };
-        imp::migrate(&store).await?;
+    async fn with_dialect(pool: SqlitePool, dialect: SqliteDialect) -> Result<Self> {
+        let store = SqlRegistry { pool, dialect };
+        store.migrate().await?;
         Ok(store)
     }
-
-    /// The connection pool, for applications that keep their own tables beside ours.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Closes every connection.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn begin_write(&self) -> Result<(Transaction<'static, Db>, WriteGuard)> {
-        let guard = self.write_lock.clone().lock_owned().await;
-        // IMMEDIATE takes the write lock now, so a transaction never fails half-way on a
-        // lock upgrade; other processes' writers wait up to the busy timeout.
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok((tx, Some(guard)))
-    }
-}
-
-type WriteGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
-
-/// Serialises migrations between processes: BEGIN IMMEDIATE already holds the lock.
-async fn lock_for_migration(_tx: &mut Transaction<'static, Db>) -> Result<()> {
-    Ok(())
 }
 
 /// Read-only connections for [`SqliteRegistry`]'s `resolve`, used on the calling thread.
@@ -155,25 +172,24 @@ impl InlineReaders {
 /// `Some(Some(version))` when found inline; `None` sends the caller through the pool,
 /// which also names what is missing on a miss.
 fn resolve_inline(
-    store: &Store,
+    readers: &InlineReaders,
     reference: &mlops_core::ModelRef,
 ) -> Option<Option<crate::model::ModelVersion>> {
     use mlops_core::VersionSelector;
-    let readers = store.readers.as_ref()?;
     let name = reference.name.as_str();
     readers.with(|conn| {
         let decode = |row: &rusqlite::Row<'_>| Ok(decode_inline(row));
         let found = match &reference.selector {
             VersionSelector::Version(v) => {
                 let v = i64::try_from(*v).unwrap_or(i64::MAX);
-                conn.prepare_cached(imp::VERSION_BY_NUMBER.as_str())?
+                conn.prepare_cached(queries::VERSION_BY_NUMBER.as_str())?
                     .query_row(rusqlite::params![name, v], decode)
             }
             VersionSelector::Alias(alias) => conn
-                .prepare_cached(imp::VERSION_BY_ALIAS.as_str())?
+                .prepare_cached(queries::VERSION_BY_ALIAS.as_str())?
                 .query_row(rusqlite::params![name, alias], decode),
             VersionSelector::Latest => conn
-                .prepare_cached(imp::VERSION_LATEST.as_str())?
+                .prepare_cached(queries::VERSION_LATEST.as_str())?
                 .query_row(rusqlite::params![name], decode),
         };
         match found {
@@ -203,26 +219,17 @@ fn decode_inline(row: &rusqlite::Row<'_>) -> Option<crate::model::ModelVersion> 
         status_message: opt_text(3)?,
         description: opt_text(4)?,
         source: opt_text(5)?,
-        manifest: imp::opt_json(opt_text(6)?, "manifest").ok()?,
-        metrics: imp::from_json(&text(7)?, "metrics").ok()?,
-        params: imp::from_json(&text(8)?, "params").ok()?,
-        tags: imp::from_json(&text(9)?, "tags").ok()?,
-        lineage: imp::from_json(&text(10)?, "lineage").ok()?,
-        validation: imp::opt_json(opt_text(11)?, "validation report").ok()?,
+        manifest: queries::opt_json(opt_text(6)?, "manifest").ok()?,
+        metrics: queries::from_json(&text(7)?, "metrics").ok()?,
+        params: queries::from_json(&text(8)?, "params").ok()?,
+        tags: queries::from_json(&text(9)?, "tags").ok()?,
+        lineage: queries::from_json(&text(10)?, "lineage").ok()?,
+        validation: queries::opt_json(opt_text(11)?, "validation report").ok()?,
         created_at: from_micros(row.get(12).ok()?),
         updated_at: from_micros(row.get(13).ok()?),
         aliases,
     })
 }
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-// The shared queries, compiled with this database's types.
-#[allow(clippy::duplicate_mod)]
-#[path = "imp.rs"]
-mod imp;
 
 #[cfg(test)]
 mod tests {
@@ -261,11 +268,13 @@ mod tests {
             ModelRef::version("m", 3),
             ModelRef::latest("m"),
         ] {
-            let inline = resolve_inline(&reader, &r).unwrap().unwrap();
+            let inline = reader.dialect.resolve_inline(&r).unwrap().unwrap();
             let pooled = fetch_pooled(&reader, inline.version).await;
             assert_eq!(inline, pooled, "{r}");
         }
-        let v = resolve_inline(&reader, &ModelRef::alias("m", "prod"))
+        let v = reader
+            .dialect
+            .resolve_inline(&ModelRef::alias("m", "prod"))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -278,7 +287,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            resolve_inline(&reader, &ModelRef::alias("m", "prod"))
+            reader
+                .dialect
+                .resolve_inline(&ModelRef::alias("m", "prod"))
                 .unwrap()
                 .unwrap()
                 .version,
@@ -286,7 +297,7 @@ mod tests {
         );
         // A miss is left to the pool path, which names what is missing.
         assert_eq!(
-            resolve_inline(&reader, &ModelRef::alias("m", "nope")),
+            reader.dialect.resolve_inline(&ModelRef::alias("m", "nope")),
             Some(None)
         );
         let err = reader
@@ -298,8 +309,8 @@ mod tests {
 
     async fn fetch_pooled(store: &SqliteRegistry, version: u64) -> crate::model::ModelVersion {
         let pool_only = SqliteRegistry {
-            readers: None,
-            ..store.clone()
+            pool: store.pool.clone(),
+            dialect: SqliteDialect::default(),
         };
         pool_only
             .resolve(&ModelRef::version("m", version))

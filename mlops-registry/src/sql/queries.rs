@@ -1,5 +1,5 @@
-// The queries, compiled once per database: `Db` and `Store` come from the including
-// module (sqlite.rs or postgres.rs). Placeholders are `$n`, which both databases accept.
+//! The registry's queries, written once for every [`Dialect`]: the SQL, the contract's
+//! checks (through [`crate::contract`]), the merges and the audit log.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use mlops_core::{ModelRef, VersionSelector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{Row, Transaction};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type,
+};
 
-use super::{ALIAS_AGG, Db, MIGRATIONS, Store, is_unique_violation, lock_for_migration};
+use super::{Dialect, SCHEMA_VERSION, SqlRegistry};
 use crate::contract::{
     alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
     model_not_found, no_ready_version, version_not_found,
@@ -25,39 +27,11 @@ use crate::model::{
     RegisteredModel, VersionQuery, VersionStatus, check_alias, check_key, check_name,
 };
 use crate::registry::{ModelRegistry, VersionUpdate};
-use crate::sql::SCHEMA_VERSION;
 use crate::time::{from_micros, now, ttl_to_chrono};
 use crate::validation::ValidationReport;
 
-type Tx = Transaction<'static, Db>;
-type DbRow = <Db as sqlx::Database>::Row;
-
-pub(super) async fn migrate(store: &Store) -> Result<()> {
-    let (mut tx, _guard) = store.begin_write().await?;
-    lock_for_migration(&mut tx).await?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS mlops_schema (version BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await?;
-    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM mlops_schema")
-        .fetch_one(&mut *tx)
-        .await?;
-    let found = found.unwrap_or(0);
-    if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO mlops_schema (version) VALUES ($1)")
-            .bind(m.version)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
+type Tx<D> = Transaction<'static, <D as Dialect>::Db>;
+type DbRow<D> = <<D as Dialect>::Db as Database>::Row;
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
@@ -85,7 +59,7 @@ const VERSION_COLUMNS: &str = "v.name, v.version, v.status, v.status_message, v.
 
 fn version_select(filter: &str) -> String {
     format!(
-        "SELECT {VERSION_COLUMNS}, (SELECT {ALIAS_AGG} FROM aliases a \
+        "SELECT {VERSION_COLUMNS}, (SELECT string_agg(alias, ',' ORDER BY alias) FROM aliases a \
          WHERE a.name = v.name AND a.version = v.version) AS aliases \
          FROM model_versions v WHERE {filter}"
     )
@@ -93,7 +67,6 @@ fn version_select(filter: &str) -> String {
 
 const MODEL_COLUMNS: &str = "name, description, tags, latest_version, created_at, updated_at";
 
-// Built once: the alias aggregate differs between databases.
 pub(super) static VERSION_BY_NUMBER: LazyLock<String> =
     LazyLock::new(|| version_select("v.name = $1 AND v.version = $2"));
 pub(super) static VERSION_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
@@ -111,120 +84,186 @@ static MODEL_BY_NAME: LazyLock<String> =
 static MODEL_ALL: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {MODEL_COLUMNS} FROM registered_models"));
 
-fn decode_version(row: &DbRow) -> Result<ModelVersion> {
-    let aliases: Option<String> = row.try_get("aliases")?;
-    let mut aliases: Vec<String> = aliases
-        .map(|a| a.split(',').map(str::to_owned).collect())
-        .unwrap_or_default();
-    aliases.sort();
-    let name: String = row.try_get("name")?;
-    Ok(ModelVersion {
-        version: row_version(row.try_get("version")?),
-        status: VersionStatus::parse(&row.try_get::<String, _>("status")?)?,
-        status_message: row.try_get("status_message")?,
-        description: row.try_get("description")?,
-        source: row.try_get("source")?,
-        manifest: opt_json(row.try_get("manifest")?, "manifest")?,
-        metrics: from_json(&row.try_get::<String, _>("metrics")?, "metrics")?,
-        params: from_json(&row.try_get::<String, _>("params")?, "params")?,
-        tags: from_json(&row.try_get::<String, _>("tags")?, "tags")?,
-        lineage: from_json(&row.try_get::<String, _>("lineage")?, "lineage")?,
-        aliases,
-        validation: opt_json(row.try_get("validation")?, "validation report")?,
-        created_at: from_micros(row.try_get("created_at")?),
-        updated_at: from_micros(row.try_get("updated_at")?),
-        name,
-    })
-}
-
-async fn fetch_version<'e, E>(exec: E, name: &str, version: u64) -> Result<Option<ModelVersion>>
+// What the queries need of sqlx for a dialect's database: stated on each generic impl
+// below, since Rust does not carry a trait's where-clauses to its users.
+impl<D: Dialect> SqlRegistry<D>
 where
-    E: sqlx::Executor<'e, Database = Db>,
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'q> f64: Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<f64>: Encode<'q, D::Db>,
+    for<'q> &'q str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
 {
-    let row = sqlx::query(VERSION_BY_NUMBER.as_str())
-        .bind(name)
-        .bind(db_version(version)?)
-        .fetch_optional(exec)
-        .await?;
-    row.as_ref().map(decode_version).transpose()
-}
-
-/// Locks the model's row for the rest of the transaction (PostgreSQL; SQLite's write
-/// transaction already excludes other writers). False if there is no such model.
-async fn lock_model(tx: &mut Tx, name: &str) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE registered_models SET latest_version = latest_version WHERE name = $1")
-            .bind(name)
-            .execute(&mut **tx)
+    /// Brings the schema up to date, or refuses a database from a newer library.
+    pub(super) async fn migrate(&self) -> Result<()> {
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        self.dialect.lock_for_migration(&mut tx).await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS mlops_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
             .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-async fn version_in_tx(tx: &mut Tx, name: &str, version: u64) -> Result<ModelVersion> {
-    if !lock_model(tx, name).await? {
-        return Err(model_not_found(name));
-    }
-    fetch_version(&mut **tx, name, version)
-        .await?
-        .ok_or_else(|| version_not_found(name, version))
-}
-
-async fn log(
-    tx: &mut Tx,
-    model: &str,
-    action: &AuditAction,
-    change: &Change,
-    report: Option<&ValidationReport>,
-) -> Result<()> {
-    let alias = match action {
-        AuditAction::AliasSet { alias, .. } | AuditAction::AliasDeleted { alias, .. } => {
-            Some(alias.as_str())
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM mlops_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
-        _ => None,
-    };
-    sqlx::query(
-        "INSERT INTO audit_log (at, model, alias, action, actor, reason, report) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(now().timestamp_micros())
-    .bind(model)
-    .bind(alias)
-    .bind(to_json(action)?)
-    .bind(&change.actor)
-    .bind(change.reason.as_deref())
-    .bind(report.map(to_json).transpose()?)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+        for m in self
+            .dialect
+            .migrations()
+            .iter()
+            .filter(|m| m.version > found)
+        {
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO mlops_schema (version) VALUES ($1)")
+                .bind(m.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 
-async fn model_aliases<'e, E>(exec: E, name: &str) -> Result<BTreeMap<String, u64>>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    let rows = sqlx::query("SELECT alias, version FROM aliases WHERE name = $1")
+    fn decode_version(row: &DbRow<D>) -> Result<ModelVersion> {
+        let aliases: Option<String> = row.try_get("aliases")?;
+        let mut aliases: Vec<String> = aliases
+            .map(|a| a.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        aliases.sort();
+        let name: String = row.try_get("name")?;
+        Ok(ModelVersion {
+            version: row_version(row.try_get("version")?),
+            status: VersionStatus::parse(&row.try_get::<String, _>("status")?)?,
+            status_message: row.try_get("status_message")?,
+            description: row.try_get("description")?,
+            source: row.try_get("source")?,
+            manifest: opt_json(row.try_get("manifest")?, "manifest")?,
+            metrics: from_json(&row.try_get::<String, _>("metrics")?, "metrics")?,
+            params: from_json(&row.try_get::<String, _>("params")?, "params")?,
+            tags: from_json(&row.try_get::<String, _>("tags")?, "tags")?,
+            lineage: from_json(&row.try_get::<String, _>("lineage")?, "lineage")?,
+            aliases,
+            validation: opt_json(row.try_get("validation")?, "validation report")?,
+            created_at: from_micros(row.try_get("created_at")?),
+            updated_at: from_micros(row.try_get("updated_at")?),
+            name,
+        })
+    }
+
+    async fn fetch_version<'e, E>(exec: E, name: &str, version: u64) -> Result<Option<ModelVersion>>
+    where
+        E: Executor<'e, Database = D::Db>,
+    {
+        let row = sqlx::query(VERSION_BY_NUMBER.as_str())
+            .bind(name)
+            .bind(db_version(version)?)
+            .fetch_optional(exec)
+            .await?;
+        row.as_ref().map(Self::decode_version).transpose()
+    }
+
+    /// Locks the model's row for the rest of the transaction (PostgreSQL; SQLite's write
+    /// transaction already excludes other writers). False if there is no such model.
+    async fn lock_model(tx: &mut Tx<D>, name: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE registered_models SET latest_version = latest_version WHERE name = $1",
+        )
         .bind(name)
-        .fetch_all(exec)
+        .execute(&mut **tx)
         .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("alias")?, row_version(r.try_get("version")?))))
-        .collect()
-}
+        Ok(D::rows_affected(&done) == 1)
+    }
 
-fn decode_model(row: &DbRow, aliases: BTreeMap<String, u64>) -> Result<RegisteredModel> {
-    Ok(RegisteredModel {
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        tags: from_json(&row.try_get::<String, _>("tags")?, "model tags")?,
-        aliases,
-        latest_version: row_version(row.try_get("latest_version")?),
-        created_at: from_micros(row.try_get("created_at")?),
-        updated_at: from_micros(row.try_get("updated_at")?),
-    })
+    async fn version_in_tx(tx: &mut Tx<D>, name: &str, version: u64) -> Result<ModelVersion> {
+        if !Self::lock_model(tx, name).await? {
+            return Err(model_not_found(name));
+        }
+        Self::fetch_version(&mut **tx, name, version)
+            .await?
+            .ok_or_else(|| version_not_found(name, version))
+    }
+
+    async fn log(
+        tx: &mut Tx<D>,
+        model: &str,
+        action: &AuditAction,
+        change: &Change,
+        report: Option<&ValidationReport>,
+    ) -> Result<()> {
+        let alias = match action {
+            AuditAction::AliasSet { alias, .. } | AuditAction::AliasDeleted { alias, .. } => {
+                Some(alias.as_str())
+            }
+            _ => None,
+        };
+        sqlx::query(
+            "INSERT INTO audit_log (at, model, alias, action, actor, reason, report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(now().timestamp_micros())
+        .bind(model)
+        .bind(alias)
+        .bind(to_json(action)?)
+        .bind(&change.actor)
+        .bind(change.reason.as_deref())
+        .bind(report.map(to_json).transpose()?)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn model_aliases<'e, E>(exec: E, name: &str) -> Result<BTreeMap<String, u64>>
+    where
+        E: Executor<'e, Database = D::Db>,
+    {
+        let rows = sqlx::query("SELECT alias, version FROM aliases WHERE name = $1")
+            .bind(name)
+            .fetch_all(exec)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("alias")?, row_version(r.try_get("version")?))))
+            .collect()
+    }
+
+    fn decode_model(row: &DbRow<D>, aliases: BTreeMap<String, u64>) -> Result<RegisteredModel> {
+        Ok(RegisteredModel {
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            tags: from_json(&row.try_get::<String, _>("tags")?, "model tags")?,
+            aliases,
+            latest_version: row_version(row.try_get("latest_version")?),
+            created_at: from_micros(row.try_get("created_at")?),
+            updated_at: from_micros(row.try_get("updated_at")?),
+        })
+    }
 }
 
 #[async_trait]
-impl ModelRegistry for Store {
+impl<D: Dialect> ModelRegistry for SqlRegistry<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'q> f64: Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<f64>: Encode<'q, D::Db>,
+    for<'q> &'q str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+{
     async fn create_model(
         &self,
         name: &str,
@@ -236,7 +275,7 @@ impl ModelRegistry for Store {
             check_key(k)?;
         }
         let t = now().timestamp_micros();
-        let (mut tx, _guard) = self.begin_write().await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "INSERT INTO registered_models (name, description, tags, latest_version, \
              created_at, updated_at) VALUES ($1, $2, $3, \
@@ -249,7 +288,7 @@ impl ModelRegistry for Store {
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        if D::rows_affected(&done) == 0 {
             return Err(Error::AlreadyExists {
                 what: format!("model '{name}'"),
             });
@@ -264,7 +303,7 @@ impl ModelRegistry for Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| model_not_found(name))?;
-        decode_model(&row, model_aliases(&self.pool, name).await?)
+        Self::decode_model(&row, Self::model_aliases(&self.pool, name).await?)
     }
 
     async fn update_model(
@@ -276,8 +315,8 @@ impl ModelRegistry for Store {
         for k in tags.keys() {
             check_key(k)?;
         }
-        let (mut tx, _guard) = self.begin_write().await?;
-        if !lock_model(&mut tx, name).await? {
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        if !Self::lock_model(&mut tx, name).await? {
             return Err(model_not_found(name));
         }
         let current: String =
@@ -323,7 +362,7 @@ impl ModelRegistry for Store {
         let mut out = Vec::new();
         for row in &rows {
             let name: String = row.try_get("name")?;
-            let m = decode_model(row, aliases.remove(&name).unwrap_or_default())?;
+            let m = Self::decode_model(row, aliases.remove(&name).unwrap_or_default())?;
             if query.matches(&m) {
                 out.push(m);
             }
@@ -337,14 +376,14 @@ impl ModelRegistry for Store {
     }
 
     async fn delete_model(&self, name: &str, change: &Change) -> Result<()> {
-        let (mut tx, _guard) = self.begin_write().await?;
-        if !lock_model(&mut tx, name).await? {
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        if !Self::lock_model(&mut tx, name).await? {
             return Err(model_not_found(name));
         }
         // The aliases go first, each on the record, so that the log answers "which version
         // did production point at" correctly after the model is gone.
-        for (alias, from) in model_aliases(&mut *tx, name).await? {
-            log(
+        for (alias, from) in Self::model_aliases(&mut *tx, name).await? {
+            Self::log(
                 &mut tx,
                 name,
                 &AuditAction::AliasDeleted { alias, from },
@@ -368,7 +407,7 @@ impl ModelRegistry for Store {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         }
-        log(&mut tx, name, &AuditAction::ModelDeleted, change, None).await?;
+        Self::log(&mut tx, name, &AuditAction::ModelDeleted, change, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -388,7 +427,7 @@ impl ModelRegistry for Store {
         } else {
             VersionStatus::Pending
         };
-        let (mut tx, _guard) = self.begin_write().await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO registered_models (name, description, tags, latest_version, \
              created_at, updated_at) VALUES ($1, NULL, '{}', \
@@ -426,7 +465,7 @@ impl ModelRegistry for Store {
         .execute(&mut *tx)
         .await?;
         let version = row_version(number);
-        log(
+        Self::log(
             &mut tx,
             name,
             &AuditAction::VersionCreated { version },
@@ -434,7 +473,7 @@ impl ModelRegistry for Store {
             None,
         )
         .await?;
-        let created = fetch_version(&mut *tx, name, version)
+        let created = Self::fetch_version(&mut *tx, name, version)
             .await?
             .ok_or_else(|| version_not_found(name, version))?;
         tx.commit().await?;
@@ -442,7 +481,7 @@ impl ModelRegistry for Store {
     }
 
     async fn get_version(&self, name: &str, version: u64) -> Result<ModelVersion> {
-        match fetch_version(&self.pool, name, version).await? {
+        match Self::fetch_version(&self.pool, name, version).await? {
             Some(v) => Ok(v),
             None => {
                 self.get_model(name).await?;
@@ -458,8 +497,8 @@ impl ModelRegistry for Store {
         update: &VersionUpdate,
     ) -> Result<ModelVersion> {
         update.validate()?;
-        let (mut tx, _guard) = self.begin_write().await?;
-        let mut v = version_in_tx(&mut tx, name, version).await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        let mut v = Self::version_in_tx(&mut tx, name, version).await?;
         check_final_manifest(&v, update)?;
         if let Some(d) = &update.description {
             v.description = Some(d.clone());
@@ -489,7 +528,7 @@ impl ModelRegistry for Store {
         .bind(now().timestamp_micros())
         .execute(&mut *tx)
         .await?;
-        let updated = fetch_version(&mut *tx, name, version)
+        let updated = Self::fetch_version(&mut *tx, name, version)
             .await?
             .ok_or_else(|| version_not_found(name, version))?;
         tx.commit().await?;
@@ -504,8 +543,8 @@ impl ModelRegistry for Store {
         message: Option<&str>,
         change: &Change,
     ) -> Result<ModelVersion> {
-        let (mut tx, _guard) = self.begin_write().await?;
-        let current = version_in_tx(&mut tx, name, version).await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        let current = Self::version_in_tx(&mut tx, name, version).await?;
         check_transition(&current, status)?;
         sqlx::query(
             "UPDATE model_versions SET status = $3, status_message = $4, updated_at = $5 \
@@ -524,9 +563,9 @@ impl ModelRegistry for Store {
                 from: current.status,
                 to: status,
             };
-            log(&mut tx, name, &action, change, None).await?;
+            Self::log(&mut tx, name, &action, change, None).await?;
         }
-        let updated = fetch_version(&mut *tx, name, version)
+        let updated = Self::fetch_version(&mut *tx, name, version)
             .await?
             .ok_or_else(|| version_not_found(name, version))?;
         tx.commit().await?;
@@ -539,8 +578,8 @@ impl ModelRegistry for Store {
         version: u64,
         report: &ValidationReport,
     ) -> Result<()> {
-        let (mut tx, _guard) = self.begin_write().await?;
-        version_in_tx(&mut tx, name, version).await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        Self::version_in_tx(&mut tx, name, version).await?;
         sqlx::query(
             "UPDATE model_versions SET validation = $3, updated_at = $4 \
              WHERE name = $1 AND version = $2",
@@ -562,7 +601,7 @@ impl ModelRegistry for Store {
             .await?;
         let mut out = Vec::new();
         for row in &rows {
-            let v = decode_version(row)?;
+            let v = Self::decode_version(row)?;
             if query.matches(&v) {
                 out.push(v);
             }
@@ -571,8 +610,8 @@ impl ModelRegistry for Store {
     }
 
     async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
-        let (mut tx, _guard) = self.begin_write().await?;
-        let v = version_in_tx(&mut tx, name, version).await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        let v = Self::version_in_tx(&mut tx, name, version).await?;
         if !v.aliases.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "model '{name}' version {version} is the target of alias(es) {}: move them first",
@@ -584,7 +623,7 @@ impl ModelRegistry for Store {
             .bind(db_version(version)?)
             .execute(&mut *tx)
             .await?;
-        log(
+        Self::log(
             &mut tx,
             name,
             &AuditAction::VersionDeleted { version },
@@ -606,8 +645,8 @@ impl ModelRegistry for Store {
         report: Option<&ValidationReport>,
     ) -> Result<Option<u64>> {
         check_alias(alias)?;
-        let (mut tx, _guard) = self.begin_write().await?;
-        let target = version_in_tx(&mut tx, name, version).await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        let target = Self::version_in_tx(&mut tx, name, version).await?;
         check_aliasable(&target)?;
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT version FROM aliases WHERE name = $1 AND alias = $2")
@@ -628,7 +667,7 @@ impl ModelRegistry for Store {
         .execute(&mut *tx)
         .await;
         if let Err(e) = &written
-            && is_unique_violation(e)
+            && matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
         {
             return Err(Error::Conflict(format!(
                 "alias '{name}@{alias}' moved concurrently"
@@ -640,7 +679,7 @@ impl ModelRegistry for Store {
             from: previous,
             to: version,
         };
-        log(&mut tx, name, &action, change, report).await?;
+        Self::log(&mut tx, name, &action, change, report).await?;
         tx.commit().await?;
         Ok(previous)
     }
@@ -652,8 +691,8 @@ impl ModelRegistry for Store {
         expect: Expect,
         change: &Change,
     ) -> Result<u64> {
-        let (mut tx, _guard) = self.begin_write().await?;
-        if !lock_model(&mut tx, name).await? {
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
+        if !Self::lock_model(&mut tx, name).await? {
             return Err(model_not_found(name));
         }
         let current: Option<i64> =
@@ -675,32 +714,32 @@ impl ModelRegistry for Store {
             alias: alias.to_owned(),
             from,
         };
-        log(&mut tx, name, &action, change, None).await?;
+        Self::log(&mut tx, name, &action, change, None).await?;
         tx.commit().await?;
         Ok(from)
     }
 
     async fn resolve(&self, reference: &ModelRef) -> Result<ModelVersion> {
         let name = reference.name.as_str();
-        if let Some(Some(v)) = super::resolve_inline(self, reference) {
+        if let Some(Some(v)) = self.dialect.resolve_inline(reference) {
             return Ok(v);
         }
         let found = match &reference.selector {
-            VersionSelector::Version(v) => fetch_version(&self.pool, name, *v).await?,
+            VersionSelector::Version(v) => Self::fetch_version(&self.pool, name, *v).await?,
             VersionSelector::Alias(alias) => {
                 let row = sqlx::query(VERSION_BY_ALIAS.as_str())
                     .bind(name)
                     .bind(alias)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(decode_version).transpose()?
+                row.as_ref().map(Self::decode_version).transpose()?
             }
             VersionSelector::Latest => {
                 let row = sqlx::query(VERSION_LATEST.as_str())
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(decode_version).transpose()?
+                row.as_ref().map(Self::decode_version).transpose()?
             }
         };
         if let Some(v) = found {
@@ -750,7 +789,21 @@ impl ModelRegistry for Store {
 }
 
 #[async_trait]
-impl EndpointDirectory for Store {
+impl<D: Dialect> EndpointDirectory for SqlRegistry<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'q> f64: Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<f64>: Encode<'q, D::Db>,
+    for<'q> &'q str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+{
     async fn register_endpoint(&self, endpoint: &Endpoint, ttl: Duration) -> Result<Lease> {
         endpoint.validate()?;
         let ttl = ttl_to_chrono(ttl)?;
@@ -759,7 +812,7 @@ impl EndpointDirectory for Store {
             id: new_lease_id(),
             expires_at: t + ttl,
         };
-        let (mut tx, _guard) = self.begin_write().await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM endpoints WHERE expires_at <= $1")
             .bind(t.timestamp_micros())
             .execute(&mut *tx)
@@ -787,7 +840,7 @@ impl EndpointDirectory for Store {
         let ttl = ttl_to_chrono(ttl)?;
         let t = now();
         let expires_at = t + ttl;
-        let (mut tx, _guard) = self.begin_write().await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE endpoints SET expires_at = $2 WHERE lease_id = $1 AND expires_at > $3",
         )
@@ -796,7 +849,7 @@ impl EndpointDirectory for Store {
         .bind(t.timestamp_micros())
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        if D::rows_affected(&done) == 0 {
             sqlx::query("DELETE FROM endpoints WHERE lease_id = $1")
                 .bind(lease_id)
                 .execute(&mut *tx)
@@ -812,13 +865,13 @@ impl EndpointDirectory for Store {
     }
 
     async fn deregister(&self, lease_id: &str) -> Result<()> {
-        let (mut tx, _guard) = self.begin_write().await?;
+        let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         let done = sqlx::query("DELETE FROM endpoints WHERE lease_id = $1")
             .bind(lease_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        if done.rows_affected() == 0 {
+        if D::rows_affected(&done) == 0 {
             return Err(lease_not_found(lease_id));
         }
         Ok(())
