@@ -57,10 +57,14 @@ async fn serve() -> (Arc<ModelServer>, String) {
 /// (the batch size), on a server of its own so that the controller's metrics never see it.
 async fn one_instance_throughput() -> f64 {
     let (server, base) = serve().await;
-    let signature = server.get("vision", None).unwrap().signature().clone();
-    let requests =
-        mlops_profile::input::random("vision", &signature, &InputOptions::default()).unwrap();
-    let target = HttpTarget::new(&base, "vision", None, HttpEncoding::Binary).unwrap();
+    let signature = server
+        .get("vision", None)
+        .expect("served")
+        .signature()
+        .clone();
+    let requests = mlops_profile::input::random("vision", &signature, &InputOptions::default())
+        .expect("random inputs");
+    let target = HttpTarget::new(&base, "vision", None, HttpEncoding::Binary).expect("a target");
     let load = LoadGenerator::new(
         Arc::new(target),
         &requests,
@@ -73,8 +77,11 @@ async fn one_instance_throughput() -> f64 {
             ..LoadConfig::default()
         },
     )
-    .unwrap();
-    let outcome = load.measure(LoadMode::Concurrency(4)).await.unwrap();
+    .expect("a load generator");
+    let outcome = load
+        .measure(LoadMode::Concurrency(4))
+        .await
+        .expect("a measurement");
     let throughput = outcome.measurement.throughput_rps;
     assert!(throughput > 1.0, "{:?}", outcome.windows);
     throughput

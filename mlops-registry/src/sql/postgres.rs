@@ -5,7 +5,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::{PgPool, Pool, Postgres, Transaction};
 
-use super::{Dialect, DialectFuture, Migration, SqlRegistry};
+use super::SqlRegistry;
+use super::sealed::{self, Migration};
 use crate::error::Result;
 
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -21,14 +22,12 @@ pub type PostgresRegistry = SqlRegistry<PostgresDialect>;
 
 /// PostgreSQL's part of the SQL registry: row locks order the writers, an advisory lock
 /// the migrations.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PostgresDialect {
     _private: (),
 }
 
-impl super::sealed::Sealed for PostgresDialect {}
-
-impl Dialect for PostgresDialect {
+impl sealed::Dialect for PostgresDialect {
     type Db = Postgres;
     type WriteGuard = ();
 
@@ -37,24 +36,19 @@ impl Dialect for PostgresDialect {
     }
 
     /// Every write locks the rows it changes, so a plain transaction is enough.
-    fn begin_write<'a>(
-        &'a self,
-        pool: &'a Pool<Postgres>,
-    ) -> DialectFuture<'a, (Transaction<'static, Postgres>, ())> {
-        Box::pin(async move { Ok((pool.begin().await?, ())) })
+    async fn begin_write(
+        &self,
+        pool: &Pool<Postgres>,
+    ) -> Result<(Transaction<'static, Postgres>, ())> {
+        Ok((pool.begin().await?, ()))
     }
 
     /// Two processes starting at once must not both apply a migration.
-    fn lock_for_migration<'a>(
-        &'a self,
-        tx: &'a mut Transaction<'static, Postgres>,
-    ) -> DialectFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query("SELECT pg_advisory_xact_lock(7253431001)")
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        })
+    async fn lock_for_migration(&self, tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7253431001)")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
@@ -76,11 +70,13 @@ impl SqlRegistry<PostgresDialect> {
         Self::with_pool(pool).await
     }
 
-    /// Uses an existing pool (and brings the schema up to date).
+    /// Uses an existing pool (and brings the schema up to date). Its connections must keep
+    /// PostgreSQL's default READ COMMITTED isolation: the writes wait on a model's row
+    /// lock, which a stricter level turns into serialization errors.
     pub async fn with_pool(pool: PgPool) -> Result<Self> {
         let store = SqlRegistry {
             pool,
-            dialect: PostgresDialect::default(),
+            dialect: PostgresDialect { _private: () },
         };
         store.migrate().await?;
         Ok(store)

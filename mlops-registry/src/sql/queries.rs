@@ -13,7 +13,7 @@ use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type,
 };
 
-use super::{Dialect, SCHEMA_VERSION, SqlRegistry};
+use super::{Dialect, SCHEMA_VERSION, SqlRegistry, sealed};
 use crate::contract::{
     alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
     model_not_found, no_ready_version, version_not_found,
@@ -30,8 +30,8 @@ use crate::registry::{ModelRegistry, VersionUpdate};
 use crate::time::{from_micros, now, ttl_to_chrono};
 use crate::validation::ValidationReport;
 
-type Tx<D> = Transaction<'static, <D as Dialect>::Db>;
-type DbRow<D> = <<D as Dialect>::Db as Database>::Row;
+type Tx<D> = Transaction<'static, <D as sealed::Dialect>::Db>;
+type DbRow<D> = <<D as sealed::Dialect>::Db as Database>::Row;
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
@@ -57,6 +57,8 @@ const VERSION_COLUMNS: &str = "v.name, v.version, v.status, v.status_message, v.
      v.source, v.manifest, v.metrics, v.params, v.tags, v.lineage, v.validation, \
      v.created_at, v.updated_at";
 
+// SQLite numbers `$n` parameters by first appearance, and the inline resolver
+// (sqlite.rs) binds by position: each filter below names `$1` before `$2`.
 fn version_select(filter: &str) -> String {
     format!(
         "SELECT {VERSION_COLUMNS}, (SELECT string_agg(alias, ',' ORDER BY alias) FROM aliases a \
@@ -721,7 +723,7 @@ where
 
     async fn resolve(&self, reference: &ModelRef) -> Result<ModelVersion> {
         let name = reference.name.as_str();
-        if let Some(Some(v)) = self.dialect.resolve_inline(reference) {
+        if let Some(v) = self.dialect.resolve_inline(reference) {
             return Ok(v);
         }
         let found = match &reference.selector {

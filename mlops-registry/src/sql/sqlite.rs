@@ -11,7 +11,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Pool, Sqlite, SqlitePool, Transaction};
 
-use super::{Dialect, DialectFuture, Migration, SqlRegistry, queries};
+use super::sealed::{self, Migration};
+use super::{SqlRegistry, queries};
 use crate::error::Result;
 
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -28,16 +29,23 @@ pub type SqliteRegistry = SqlRegistry<SqliteDialect>;
 
 /// SQLite's part of the SQL registry: writers queued in the process, read-only
 /// connections for resolving on the calling thread.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SqliteDialect {
     readers: Option<Arc<InlineReaders>>,
     // In-process writers queue here instead of in SQLite's sleeping busy handler.
     write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl super::sealed::Sealed for SqliteDialect {}
+impl SqliteDialect {
+    fn new(readers: Option<InlineReaders>) -> Self {
+        SqliteDialect {
+            readers: readers.map(Arc::new),
+            write_lock: Arc::default(),
+        }
+    }
+}
 
-impl Dialect for SqliteDialect {
+impl sealed::Dialect for SqliteDialect {
     type Db = Sqlite;
     type WriteGuard = tokio::sync::OwnedMutexGuard<()>;
 
@@ -45,25 +53,20 @@ impl Dialect for SqliteDialect {
         MIGRATIONS
     }
 
-    fn begin_write<'a>(
-        &'a self,
-        pool: &'a Pool<Sqlite>,
-    ) -> DialectFuture<'a, (Transaction<'static, Sqlite>, Self::WriteGuard)> {
-        Box::pin(async move {
-            let guard = self.write_lock.clone().lock_owned().await;
-            // IMMEDIATE takes the write lock now, so a transaction never fails half-way on
-            // a lock upgrade; other processes' writers wait up to the busy timeout.
-            let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            Ok((tx, guard))
-        })
+    async fn begin_write(
+        &self,
+        pool: &Pool<Sqlite>,
+    ) -> Result<(Transaction<'static, Sqlite>, Self::WriteGuard)> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        // IMMEDIATE takes the write lock now, so a transaction never fails half-way on a
+        // lock upgrade; other processes' writers wait up to the busy timeout.
+        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((tx, guard))
     }
 
     /// BEGIN IMMEDIATE already holds the database's write lock.
-    fn lock_for_migration<'a>(
-        &'a self,
-        _tx: &'a mut Transaction<'static, Sqlite>,
-    ) -> DialectFuture<'a, ()> {
-        Box::pin(async { Ok(()) })
+    async fn lock_for_migration(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+        Ok(())
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
@@ -73,8 +76,8 @@ impl Dialect for SqliteDialect {
     fn resolve_inline(
         &self,
         reference: &mlops_core::ModelRef,
-    ) -> Option<Option<crate::model::ModelVersion>> {
-        resolve_inline(self.readers.as_deref()?, reference)
+    ) -> Option<crate::model::ModelVersion> {
+        resolve_inline(self.readers.as_deref()?, reference).flatten()
     }
 }
 
@@ -99,14 +102,7 @@ impl SqlRegistry<SqliteDialect> {
             path: path.as_ref().to_path_buf(),
             idle: std::sync::Mutex::new(Vec::new()),
         };
-        Self::with_dialect(
-            pool,
-            SqliteDialect {
-                readers: Some(Arc::new(readers)),
-                ..SqliteDialect::default()
-            },
-        )
-        .await
+        Self::with_dialect(pool, SqliteDialect::new(Some(readers))).await
     }
 
     /// A private in-memory SQLite database: for tests that want SQL semantics without
@@ -121,7 +117,7 @@ impl SqlRegistry<SqliteDialect> {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Self::with_dialect(pool, SqliteDialect::default()).await
+        Self::with_dialect(pool, SqliteDialect::new(None)).await
     }
 
     async fn with_dialect(pool: SqlitePool, dialect: SqliteDialect) -> Result<Self> {
@@ -169,8 +165,8 @@ impl InlineReaders {
     }
 }
 
-/// `Some(Some(version))` when found inline; `None` sends the caller through the pool,
-/// which also names what is missing on a miss.
+/// `Some(Some(version))` when found inline, `Some(None)` on a miss, `None` when the
+/// inline readers could not answer (a busy database, say).
 fn resolve_inline(
     readers: &InlineReaders,
     reference: &mlops_core::ModelRef,
@@ -268,13 +264,11 @@ mod tests {
             ModelRef::version("m", 3),
             ModelRef::latest("m"),
         ] {
-            let inline = reader.dialect.resolve_inline(&r).unwrap().unwrap();
-            let pooled = fetch_pooled(&reader, inline.version).await;
-            assert_eq!(inline, pooled, "{r}");
+            let found = inline(&reader, &r).unwrap().unwrap();
+            let pooled = fetch_pooled(&reader, found.version).await;
+            assert_eq!(found, pooled, "{r}");
         }
-        let v = reader
-            .dialect
-            .resolve_inline(&ModelRef::alias("m", "prod"))
+        let v = inline(&reader, &ModelRef::alias("m", "prod"))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -287,19 +281,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            reader
-                .dialect
-                .resolve_inline(&ModelRef::alias("m", "prod"))
+            inline(&reader, &ModelRef::alias("m", "prod"))
                 .unwrap()
                 .unwrap()
                 .version,
             3
         );
         // A miss is left to the pool path, which names what is missing.
-        assert_eq!(
-            reader.dialect.resolve_inline(&ModelRef::alias("m", "nope")),
-            Some(None)
-        );
+        assert_eq!(inline(&reader, &ModelRef::alias("m", "nope")), Some(None));
         let err = reader
             .resolve(&ModelRef::alias("m", "nope"))
             .await
@@ -307,10 +296,20 @@ mod tests {
         assert!(err.to_string().contains("alias 'm@nope'"), "{err}");
     }
 
+    fn inline(
+        store: &SqliteRegistry,
+        reference: &ModelRef,
+    ) -> Option<Option<crate::model::ModelVersion>> {
+        resolve_inline(store.dialect.readers.as_deref().unwrap(), reference)
+    }
+
     async fn fetch_pooled(store: &SqliteRegistry, version: u64) -> crate::model::ModelVersion {
         let pool_only = SqliteRegistry {
             pool: store.pool.clone(),
-            dialect: SqliteDialect::default(),
+            dialect: SqliteDialect {
+                readers: None,
+                ..store.dialect.clone()
+            },
         };
         pool_only
             .resolve(&ModelRef::version("m", version))
