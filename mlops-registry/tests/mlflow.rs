@@ -293,3 +293,62 @@ async fn a_server_down_slow_or_failing_is_a_temporary_error() {
     let err = MlflowRegistry::new("ftp://example.com").unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
+
+/// A server that answers every request with 200 and a body without end: announced as
+/// 1 GiB, or chunked with no length given.
+async fn flooding_server(announced: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = if announced {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                };
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // JSON whitespace, a MiB at a time, until the client hangs up.
+                let spaces = vec![b' '; 1 << 20];
+                let mut chunk = Vec::new();
+                if !announced {
+                    chunk.extend_from_slice(format!("{:x}\r\n", spaces.len()).as_bytes());
+                }
+                chunk.extend_from_slice(&spaces);
+                if !announced {
+                    chunk.extend_from_slice(b"\r\n");
+                }
+                for _ in 0..1024 {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_answer_past_the_size_limit_is_refused_without_reading_it_all() {
+    for announced in [true, false] {
+        let flooding = MlflowRegistry::new(&flooding_server(announced).await).unwrap();
+        let err = flooding.get_model("mlp").await.unwrap_err();
+        assert!(
+            matches!(err, Error::Service { status: 200, .. }) && !err.is_temporary(),
+            "announced {announced}: {err}"
+        );
+        assert!(
+            err.to_string().contains("larger than 64 MiB"),
+            "announced {announced}: {err}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::client::{Client, error_from, unavailable};
+use super::client::{Client, error_from, read_answer, unavailable};
 use crate::artifact::{ArtifactStore, ByteStream, CHUNK_SIZE, StoredFile, check_store_path};
 use crate::error::{Error, Result};
 
@@ -57,7 +57,7 @@ impl MlflowArtifacts {
             .append_pair("path", dir.trim_end_matches('/'));
         let response = self.send(Method::GET, &url).await?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| unavailable(&url, &e))?;
+        let body = read_answer("mlflow-artifacts list", &url, response).await?;
         if !status.is_success() {
             return Err(error_from("mlflow-artifacts list", status, &body));
         }
@@ -151,7 +151,9 @@ impl ArtifactStore for MlflowArtifacts {
         let response = response.map_err(|e| unavailable(&url, &e))?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = read_answer("mlflow-artifacts upload", &url, response)
+                .await
+                .unwrap_or_default();
             return Err(error_from("mlflow-artifacts upload", status, &body));
         }
         Ok(StoredFile {
@@ -170,7 +172,9 @@ impl ArtifactStore for MlflowArtifacts {
             return Err(Error::not_found(format!("artifact '{path}'")));
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = read_answer("mlflow-artifacts download", &url, response)
+                .await
+                .unwrap_or_default();
             return Err(error_from("mlflow-artifacts download", status, &body));
         }
         let stream = response
@@ -232,7 +236,9 @@ impl ArtifactStore for MlflowArtifacts {
             let response = self.send(Method::DELETE, &url).await?;
             let status = response.status();
             if !(status.is_success() || status == StatusCode::NOT_FOUND) {
-                let body = response.text().await.unwrap_or_default();
+                let body = read_answer("mlflow-artifacts delete", &url, response)
+                    .await
+                    .unwrap_or_default();
                 return Err(error_from("mlflow-artifacts delete", status, &body));
             }
         }

@@ -19,6 +19,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const IN_FLIGHT: usize = 8;
 /// How long an artifact transfer may go without a byte.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most a metadata answer may hold: a page of a thousand versions with their
+/// manifests is a few MiB, so more is a server gone wrong, and is not read into memory.
+pub(crate) const MAX_ANSWER: usize = 64 << 20;
 
 /// Credentials, as MLflow's client takes them from its environment.
 #[derive(Clone)]
@@ -149,7 +152,7 @@ impl Client {
         let permit = self.in_flight.acquire().await;
         let response = req.send().await.map_err(|e| unavailable(&url, &e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| unavailable(&url, &e))?;
+        let text = read_answer(endpoint, &url, response).await?;
         drop(permit);
         if !status.is_success() {
             return Err(error_from(endpoint, status, &text));
@@ -163,6 +166,42 @@ impl Client {
             ))
         })
     }
+}
+
+/// The answer's body as text, refused past [`MAX_ANSWER`] bytes, whether the server
+/// says so up front or keeps sending.
+pub(crate) async fn read_answer(
+    endpoint: &str,
+    url: &Url,
+    mut response: reqwest::Response,
+) -> Result<String> {
+    let status = response.status();
+    let too_large = || Error::Service {
+        service: "MLflow".into(),
+        status: status.as_u16(),
+        message: format!(
+            "{endpoint}: the answer is larger than {} MiB, more than any call of this API returns",
+            MAX_ANSWER >> 20
+        ),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(url, &e))? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| {
+        Error::Corrupt(format!(
+            "MLflow answered {endpoint} with text that is not UTF-8"
+        ))
+    })
 }
 
 /// A transport failure: the server is down, slow or unreachable; a retry may help.
