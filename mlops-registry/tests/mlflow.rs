@@ -352,3 +352,113 @@ async fn an_answer_past_the_size_limit_is_refused_without_reading_it_all() {
         );
     }
 }
+
+/// A run's lifecycle stage (`active`, `deleted`), read with MLflow's REST API.
+async fn run_stage(url: &str, run_id: &str) -> String {
+    let answer = reqwest::get(format!("{url}/api/2.0/mlflow/runs/get?run_id={run_id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    answer["run"]["info"]["lifecycle_stage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A POST to MLflow's REST API; its JSON answer.
+async fn post(url: &str, endpoint: &str, body: &serde_json::Value) -> serde_json::Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/2.0/mlflow/{endpoint}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+/// The active runs this backend made for `name`'s versions.
+async fn active_runs(url: &str, name: &str) -> usize {
+    let body = serde_json::json!({
+        "experiment_ids": ["0"],
+        "filter": format!("tags.`mlops.registration` = '{name}'"),
+    });
+    let answer = post(url, "runs/search", &body).await;
+    answer["runs"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn the_runs_of_versions_made_here_go_with_them() {
+    let Some(url) = server() else { return };
+    let r = MlflowRegistry::new(&url).unwrap();
+    let name = testkit::unique_name("runs");
+    let by = Change::by("t");
+    let first = r
+        .create_version(
+            &name,
+            NewVersion::new().with_metric("auc", 0.9).ready(),
+            &by,
+        )
+        .await
+        .unwrap();
+    let second = r
+        .create_version(
+            &name,
+            NewVersion::new().with_metric("auc", 0.8).ready(),
+            &by,
+        )
+        .await
+        .unwrap();
+    let (first_run, second_run) = (
+        first.lineage.run_id.clone().unwrap(),
+        second.lineage.run_id.clone().unwrap(),
+    );
+    assert_eq!(run_stage(&url, &first_run).await, "active");
+    assert_eq!(active_runs(&url, &name).await, 2);
+
+    // A deleted version takes its run along.
+    r.delete_version(&name, first.version, &by).await.unwrap();
+    assert_eq!(run_stage(&url, &first_run).await, "deleted");
+    assert_eq!(run_stage(&url, &second_run).await, "active");
+
+    // A registration MLflow refuses (a metric name it does not accept) leaves no run.
+    let err = r
+        .create_version(&name, NewVersion::new().with_metric("auc!", 0.7), &by)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(active_runs(&url, &name).await, 1);
+
+    // A run another model's version was registered from, as MLflow's
+    // `register_model("runs:/...")` does, stays while that version does.
+    let other = testkit::unique_name("runs-other");
+    for (endpoint, body) in [
+        (
+            "registered-models/create",
+            serde_json::json!({"name": other}),
+        ),
+        (
+            "model-versions/create",
+            serde_json::json!({
+                "name": other,
+                "source": second.source.clone().unwrap(),
+                "run_id": second_run,
+            }),
+        ),
+    ] {
+        let answer = post(&url, endpoint, &body).await;
+        assert!(answer.get("error_code").is_none(), "{endpoint}: {answer}");
+    }
+    r.delete_model(&name, &by).await.unwrap();
+    assert_eq!(run_stage(&url, &second_run).await, "active");
+    // Deleting that one too lets the run go.
+    r.delete_model(&other, &by).await.unwrap();
+    assert_eq!(run_stage(&url, &second_run).await, "deleted");
+    assert_eq!(active_runs(&url, &name).await, 0);
+}

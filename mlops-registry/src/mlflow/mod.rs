@@ -29,6 +29,10 @@
 //!   failure half-way can leave some of them written. Versions are created PENDING and
 //!   become READY last, so a half-registered version never resolves as `latest` or takes
 //!   an alias.
+//! - **Runs**: a version we create gets a run of its own, tagged `mlops.registration`;
+//!   deleting the version (or its model) deletes that run, MLflow's way (marked deleted
+//!   until `mlflow gc`), unless another version was registered from it. A registration
+//!   MLflow refuses deletes its run at once.
 //! - **`latest_version`** is the highest version MLflow still lists: deleting the highest
 //!   version lowers it (MLflow never reuses the number, though).
 
@@ -69,6 +73,8 @@ const VALIDATION: &str = "mlops.validation";
 const LINEAGE: &str = "mlops.lineage";
 const METRICS: &str = "mlops.metrics";
 const CREATED_BY: &str = "mlops.created_by";
+/// On the runs this backend creates, one per version: the model's name.
+const REGISTRATION: &str = "mlops.registration";
 /// MLflow's default experiment, where the runs of versions we create go.
 const EXPERIMENT: &str = "0";
 /// How many versions or models one search page asks for.
@@ -405,25 +411,75 @@ impl MlflowRegistry {
                     "experiment_id": EXPERIMENT,
                     "start_time": now,
                     "run_name": format!("{name} (mlops registration)"),
-                    "tags": [{"key": "mlflow.runName", "value": format!("{name} (mlops registration)")}],
+                    "tags": [
+                        {"key": "mlflow.runName", "value": format!("{name} (mlops registration)")},
+                        {"key": REGISTRATION, "value": name},
+                    ],
                 }),
             )
             .await?;
         let run_id = text(&run["run"]["info"]["run_id"])
             .ok_or_else(|| Error::Corrupt("MLflow created a run without an id".into()))?;
-        let artifact_uri = text(&run["run"]["info"]["artifact_uri"]).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "MLflow created run {run_id} without an artifact URI"
-            ))
-        })?;
-        self.log_metrics(&run_id, &new.metrics, &new.params).await?;
-        self.send(
-            Method::POST,
-            "runs/update",
-            json!({"run_id": run_id, "status": "FINISHED", "end_time": Utc::now().timestamp_millis()}),
-        )
-        .await?;
-        Ok((run_id, artifact_uri))
+        let filled = async {
+            let artifact_uri = text(&run["run"]["info"]["artifact_uri"]).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "MLflow created run {run_id} without an artifact URI"
+                ))
+            })?;
+            self.log_metrics(&run_id, &new.metrics, &new.params).await?;
+            self.send(
+                Method::POST,
+                "runs/update",
+                json!({"run_id": run_id, "status": "FINISHED", "end_time": Utc::now().timestamp_millis()}),
+            )
+            .await?;
+            Ok(artifact_uri)
+        };
+        match filled.await {
+            Ok(artifact_uri) => Ok((run_id, artifact_uri)),
+            Err(e) => {
+                self.delete_run(&run_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a run this backend created (MLflow marks it deleted; `mlflow gc` removes
+    /// it and its files for good). Runs made by anyone else are left alone. Best effort:
+    /// called once the version it held is gone, or was never made, so a failure is
+    /// logged rather than returned.
+    async fn delete_run(&self, run_id: &str) {
+        let ours = match self.get("runs/get", &[("run_id", run_id)]).await {
+            Ok(run) => run["run"]["data"]["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t["key"].as_str() == Some(REGISTRATION))),
+            Err(Error::NotFound { .. }) => return,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "cannot read the run of a deleted MLflow version: it stays");
+                return;
+            }
+        };
+        if !ours {
+            return;
+        }
+        // A version registered from it elsewhere (`runs:/<id>/model`) still needs it.
+        match self
+            .raw_versions(&format!("run_id = '{}'", quote(run_id)))
+            .await
+        {
+            Ok(others) if others.is_empty() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "cannot tell whether another MLflow version uses this run: it stays");
+                return;
+            }
+        }
+        if let Err(e) = self
+            .send(Method::POST, "runs/delete", json!({"run_id": run_id}))
+            .await
+        {
+            tracing::warn!(run_id, error = %e, "cannot delete the run of a deleted MLflow version: it stays");
+        }
     }
 
     async fn log_metrics(
@@ -570,6 +626,12 @@ impl ModelRegistry for MlflowRegistry {
 
     async fn delete_model(&self, name: &str, _change: &Change) -> Result<()> {
         self.raw_model(name).await?;
+        let runs: Vec<String> = self
+            .raw_versions(&name_filter(name))
+            .await?
+            .iter()
+            .filter_map(|v| text(&v["run_id"]))
+            .collect();
         match self
             .send(
                 Method::DELETE,
@@ -578,10 +640,14 @@ impl ModelRegistry for MlflowRegistry {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(Error::NotFound { .. }) => Err(model_not_found(name)),
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return Err(model_not_found(name)),
+            Err(e) => return Err(e),
         }
+        for run_id in runs {
+            self.delete_run(&run_id).await;
+        }
+        Ok(())
     }
 
     async fn create_version(
@@ -610,40 +676,51 @@ impl ModelRegistry for MlflowRegistry {
         // names a URI MLflow's clients can fetch themselves (s3://..., say); a local path
         // given as the source is kept as the lineage's.
         let (run_id, artifact_uri) = self.create_run(name, &new).await?;
-        let source = match new.source.take() {
-            Some(s) if fetchable(&s) && !s.starts_with("mlflow-artifacts:") => s,
-            other => {
-                if new.lineage.source.is_none() {
-                    new.lineage.source = other;
+        let created = async {
+            let source = match new.source.take() {
+                Some(s) if fetchable(&s) && !s.starts_with("mlflow-artifacts:") => s,
+                other => {
+                    if new.lineage.source.is_none() {
+                        new.lineage.source = other;
+                    }
+                    format!("{}/model", artifact_uri.trim_end_matches('/'))
                 }
-                format!("{}/model", artifact_uri.trim_end_matches('/'))
+            };
+            let status = if new.ready {
+                VersionStatus::Ready
+            } else {
+                VersionStatus::Pending
+            };
+            let mut tags: Vec<Value> = new
+                .tags
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            tags.push(json!({"key": STATUS, "value": status.as_str()}));
+            tags.push(json!({"key": CREATED_BY, "value": change.actor}));
+            if new.lineage != Lineage::default() {
+                tags.push(json!({"key": LINEAGE, "value": encode(&new.lineage)?}));
+            }
+            if let Some(m) = &new.manifest {
+                tags.push(json!({"key": MANIFEST, "value": encode(m)?}));
+            }
+            let mut body = json!({"name": name, "source": source, "run_id": run_id, "tags": tags});
+            if let Some(d) = &new.description {
+                body["description"] = json!(d);
+            }
+            self.send(Method::POST, "model-versions/create", body).await
+        };
+        // A version MLflow refused leaves no run behind. (One it made and answered for
+        // too late, past the timeout, keeps its run, which it needs.)
+        let created = match created.await {
+            Ok(c) => c,
+            Err(e) => {
+                if !e.is_temporary() {
+                    self.delete_run(&run_id).await;
+                }
+                return Err(e);
             }
         };
-        let status = if new.ready {
-            VersionStatus::Ready
-        } else {
-            VersionStatus::Pending
-        };
-        let mut tags: Vec<Value> = new
-            .tags
-            .iter()
-            .map(|(k, v)| json!({"key": k, "value": v}))
-            .collect();
-        tags.push(json!({"key": STATUS, "value": status.as_str()}));
-        tags.push(json!({"key": CREATED_BY, "value": change.actor}));
-        if new.lineage != Lineage::default() {
-            tags.push(json!({"key": LINEAGE, "value": encode(&new.lineage)?}));
-        }
-        if let Some(m) = &new.manifest {
-            tags.push(json!({"key": MANIFEST, "value": encode(m)?}));
-        }
-        let mut body = json!({"name": name, "source": source, "run_id": run_id, "tags": tags});
-        if let Some(d) = &new.description {
-            body["description"] = json!(d);
-        }
-        let created = self
-            .send(Method::POST, "model-versions/create", body)
-            .await?;
         self.version_from(&created["model_version"]).await
     }
 
@@ -758,11 +835,15 @@ impl ModelRegistry for MlflowRegistry {
 
     async fn delete_version(&self, name: &str, version: u64, _change: &Change) -> Result<()> {
         let _moving = self.alias_moves.lock().await;
-        let current = self.get_version(name, version).await?;
-        if !current.aliases.is_empty() {
+        let raw = self.raw_version(name, version).await?;
+        let aliases: Vec<String> = raw["aliases"]
+            .as_array()
+            .map(|a| a.iter().filter_map(text).collect())
+            .unwrap_or_default();
+        if !aliases.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "model '{name}' version {version} is the target of alias(es) {}: move them first",
-                current.aliases.join(", ")
+                aliases.join(", ")
             )));
         }
         match self
@@ -773,10 +854,14 @@ impl ModelRegistry for MlflowRegistry {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(Error::NotFound { .. }) => Err(version_not_found(name, version)),
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return Err(version_not_found(name, version)),
+            Err(e) => return Err(e),
         }
+        if let Some(run_id) = text(&raw["run_id"]) {
+            self.delete_run(&run_id).await;
+        }
+        Ok(())
     }
 
     async fn set_alias(
