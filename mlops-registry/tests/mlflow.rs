@@ -13,8 +13,8 @@ use mlops_core::ModelFormat;
 use mlops_core::testkit::testdata;
 use mlops_registry::testkit::{self, Capabilities};
 use mlops_registry::{
-    ArtifactStore, Change, Error, MlflowArtifacts, MlflowRegistry, ModelRegistry, NewVersion,
-    Registry,
+    ArtifactStore, Change, Error, Expect, MlflowArtifacts, MlflowRegistry, ModelRegistry,
+    NewVersion, Registry,
 };
 
 /// The server's URI; `None` (with the reason printed) where there is none, except under CI.
@@ -294,9 +294,9 @@ async fn a_server_down_slow_or_failing_is_a_temporary_error() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 
-/// A server that answers every request with 200 and a body without end: announced as
-/// 1 GiB, or chunked with no length given.
-async fn flooding_server(announced: bool) -> String {
+/// A server that answers every request with `status` and a body without end: announced
+/// as 1 GiB, or chunked with no length given.
+async fn flooding_server(status: &'static str, announced: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -308,11 +308,14 @@ async fn flooding_server(announced: bool) -> String {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
-                let head = if announced {
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n"
+                let length = if announced {
+                    "content-length: 1073741824"
                 } else {
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                    "transfer-encoding: chunked"
                 };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{length}\r\n\r\n"
+                );
                 if socket.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
@@ -340,7 +343,7 @@ async fn flooding_server(announced: bool) -> String {
 #[tokio::test]
 async fn an_answer_past_the_size_limit_is_refused_without_reading_it_all() {
     for announced in [true, false] {
-        let flooding = MlflowRegistry::new(&flooding_server(announced).await).unwrap();
+        let flooding = MlflowRegistry::new(&flooding_server("200 OK", announced).await).unwrap();
         let err = flooding.get_model("mlp").await.unwrap_err();
         assert!(
             matches!(err, Error::Service { status: 200, .. }) && !err.is_temporary(),
@@ -351,6 +354,14 @@ async fn an_answer_past_the_size_limit_is_refused_without_reading_it_all() {
             "announced {announced}: {err}"
         );
     }
+    // An error answer of any size is still the error its status says: a 503 is temporary.
+    let failing =
+        MlflowRegistry::new(&flooding_server("503 Service Unavailable", true).await).unwrap();
+    let err = failing.get_model("mlp").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { .. }) && err.is_temporary(),
+        "{err}"
+    );
 }
 
 /// A run's lifecycle stage (`active`, `deleted`), read with MLflow's REST API.
@@ -434,6 +445,14 @@ async fn the_runs_of_versions_made_here_go_with_them() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(active_runs(&url, &name).await, 1);
+    // And so does one refused later, when the version itself is created (a tag key MLflow
+    // does not accept).
+    let err = r
+        .create_version(&name, NewVersion::new().with_tag("bad!", "x"), &by)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(active_runs(&url, &name).await, 1);
 
     // A run another model's version was registered from, as MLflow's
     // `register_model("runs:/...")` does, stays while that version does.
@@ -461,4 +480,20 @@ async fn the_runs_of_versions_made_here_go_with_them() {
     r.delete_model(&other, &by).await.unwrap();
     assert_eq!(run_stage(&url, &second_run).await, "deleted");
     assert_eq!(active_runs(&url, &name).await, 0);
+
+    // A run MLflow's own client made stays when its version is deleted here.
+    let logged = testkit::unique_name("runs-logged");
+    let version = log_with_mlflow(&url, &logged, "production");
+    let theirs = r
+        .get_version(&logged, version)
+        .await
+        .unwrap()
+        .lineage
+        .run_id
+        .unwrap();
+    r.delete_alias(&logged, "production", Expect::Any, &by)
+        .await
+        .unwrap();
+    r.delete_version(&logged, version, &by).await.unwrap();
+    assert_eq!(run_stage(&url, &theirs).await, "active");
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::client::{Client, error_from, read_answer, unavailable};
+use super::client::{Client, error_answer, read_answer, unavailable};
 use crate::artifact::{ArtifactStore, ByteStream, CHUNK_SIZE, StoredFile, check_store_path};
 use crate::error::{Error, Result};
 
@@ -56,11 +56,10 @@ impl MlflowArtifacts {
         url.query_pairs_mut()
             .append_pair("path", dir.trim_end_matches('/'));
         let response = self.send(Method::GET, &url).await?;
-        let status = response.status();
-        let body = read_answer("mlflow-artifacts list", &url, response).await?;
-        if !status.is_success() {
-            return Err(error_from("mlflow-artifacts list", status, &body));
+        if !response.status().is_success() {
+            return Err(error_answer("mlflow-artifacts list", response).await);
         }
+        let body = read_answer("mlflow-artifacts list", &url, response).await?;
         let listing: Value = serde_json::from_str(&body)
             .map_err(|e| Error::Corrupt(format!("MLflow's artifact listing is not JSON ({e})")))?;
         Ok(listing["files"]
@@ -151,10 +150,7 @@ impl ArtifactStore for MlflowArtifacts {
         let response = response.map_err(|e| unavailable(&url, &e))?;
         let status = response.status();
         if !status.is_success() {
-            let body = read_answer("mlflow-artifacts upload", &url, response)
-                .await
-                .unwrap_or_default();
-            return Err(error_from("mlflow-artifacts upload", status, &body));
+            return Err(error_answer("mlflow-artifacts upload", response).await);
         }
         Ok(StoredFile {
             path: path.to_owned(),
@@ -172,10 +168,7 @@ impl ArtifactStore for MlflowArtifacts {
             return Err(Error::not_found(format!("artifact '{path}'")));
         }
         if !status.is_success() {
-            let body = read_answer("mlflow-artifacts download", &url, response)
-                .await
-                .unwrap_or_default();
-            return Err(error_from("mlflow-artifacts download", status, &body));
+            return Err(error_answer("mlflow-artifacts download", response).await);
         }
         let stream = response
             .bytes_stream()
@@ -236,10 +229,7 @@ impl ArtifactStore for MlflowArtifacts {
             let response = self.send(Method::DELETE, &url).await?;
             let status = response.status();
             if !(status.is_success() || status == StatusCode::NOT_FOUND) {
-                let body = read_answer("mlflow-artifacts delete", &url, response)
-                    .await
-                    .unwrap_or_default();
-                return Err(error_from("mlflow-artifacts delete", status, &body));
+                return Err(error_answer("mlflow-artifacts delete", response).await);
             }
         }
         Ok(())

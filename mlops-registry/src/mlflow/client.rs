@@ -17,11 +17,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// bound them: a tracking server on SQLite serializes writes, and a burst of hundreds
 /// only queues them past their timeouts.
 pub(crate) const IN_FLIGHT: usize = 8;
+/// How long an idle connection is kept for reuse: under the 5 s after which MLflow's
+/// server (uvicorn) closes one, so that a request rarely meets a connection closing.
+const IDLE_CONNECTION: Duration = Duration::from_secs(3);
 /// How long an artifact transfer may go without a byte.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most a metadata answer may hold: a page of a thousand versions with their
-/// manifests is a few MiB, so more is a server gone wrong, and is not read into memory.
+/// The most a metadata answer may hold, so that a server gone wrong cannot fill the
+/// memory: a search page (200 versions) with our three JSON tags each at MLflow's limit
+/// of 100,000 characters is 60 MB, and a typical one a few hundred KiB.
 pub(crate) const MAX_ANSWER: usize = 64 << 20;
+/// How much of an error answer is read: enough for any message worth showing.
+const ERROR_BODY: usize = 64 << 10;
 
 /// Credentials, as MLflow's client takes them from its environment.
 #[derive(Clone)]
@@ -89,6 +95,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .pool_idle_timeout(IDLE_CONNECTION)
             .build()
             .map_err(|e| unavailable(&base, &e))?;
         Ok(Client {
@@ -143,20 +150,32 @@ impl Client {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut req = self.request(method, url.clone()).timeout(self.timeout);
-        if let Some(body) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
+        let build = || {
+            let mut req = self
+                .request(method.clone(), url.clone())
+                .timeout(self.timeout);
+            if let Some(body) = body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            req
+        };
         let permit = self.in_flight.acquire().await;
-        let response = req.send().await.map_err(|e| unavailable(&url, &e))?;
-        let status = response.status();
+        let response = match build().send().await {
+            // A kept-alive connection the server closed as it was reused: a read is sent
+            // again once on a fresh one. A write is not, since it may have arrived.
+            Err(e) if method == Method::GET && !e.is_timeout() && !e.is_connect() => {
+                build().send().await
+            }
+            other => other,
+        }
+        .map_err(|e| unavailable(&url, &e))?;
+        if !response.status().is_success() {
+            return Err(error_answer(endpoint, response).await);
+        }
         let text = read_answer(endpoint, &url, response).await?;
         drop(permit);
-        if !status.is_success() {
-            return Err(error_from(endpoint, status, &text));
-        }
         if text.trim().is_empty() {
             return Ok(Value::Object(Default::default()));
         }
@@ -168,19 +187,20 @@ impl Client {
     }
 }
 
-/// The answer's body as text, refused past [`MAX_ANSWER`] bytes, whether the server
-/// says so up front or keeps sending.
+/// A successful answer's body as text, refused past [`MAX_ANSWER`] bytes, whether the
+/// server says so up front or keeps sending.
 pub(crate) async fn read_answer(
     endpoint: &str,
     url: &Url,
     mut response: reqwest::Response,
 ) -> Result<String> {
-    let status = response.status();
+    let status = response.status().as_u16();
     let too_large = || Error::Service {
         service: "MLflow".into(),
-        status: status.as_u16(),
+        status,
         message: format!(
-            "{endpoint}: the answer is larger than {} MiB, more than any call of this API returns",
+            "{endpoint}: the answer is larger than {} MiB, more than this client reads; \
+             a retry will not help",
             MAX_ANSWER >> 20
         ),
     };
@@ -202,6 +222,22 @@ pub(crate) async fn read_answer(
             "MLflow answered {endpoint} with text that is not UTF-8"
         ))
     })
+}
+
+/// A failed answer as our error. Its first [`ERROR_BODY`] bytes are read, as text
+/// whatever their encoding (a proxy's error page, say), and a body that breaks off keeps
+/// what came: the status decides the error's kind either way.
+pub(crate) async fn error_answer(endpoint: &str, mut response: reqwest::Response) -> Error {
+    let status = response.status();
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(ERROR_BODY);
+    error_from(endpoint, status, &String::from_utf8_lossy(&body))
 }
 
 /// A transport failure: the server is down, slow or unreachable; a retry may help.

@@ -29,10 +29,10 @@
 //!   failure half-way can leave some of them written. Versions are created PENDING and
 //!   become READY last, so a half-registered version never resolves as `latest` or takes
 //!   an alias.
-//! - **Runs**: a version we create gets a run of its own, tagged `mlops.registration`;
-//!   deleting the version (or its model) deletes that run, MLflow's way (marked deleted
-//!   until `mlflow gc`), unless another version was registered from it. A registration
-//!   MLflow refuses deletes its run at once.
+//! - **Runs**: a version we create gets a run of its own, tagged `mlops.registration`.
+//!   Deleting a version or model whose run carries that tag deletes the run, MLflow's way
+//!   (marked deleted until `mlflow gc`), unless a version this client can see was
+//!   registered from it. A registration MLflow refuses deletes its run at once.
 //! - **`latest_version`** is the highest version MLflow still lists: deleting the highest
 //!   version lowers it (MLflow never reuses the number, though).
 
@@ -77,8 +77,9 @@ const CREATED_BY: &str = "mlops.created_by";
 const REGISTRATION: &str = "mlops.registration";
 /// MLflow's default experiment, where the runs of versions we create go.
 const EXPERIMENT: &str = "0";
-/// How many versions or models one search page asks for.
-const PAGE: &str = "1000";
+/// How many versions or models one search page asks for: small enough that a page of
+/// versions carrying large tags stays under the client's answer limit.
+const PAGE: &str = "200";
 /// How many version reads run at once when a search converts its page.
 const CONVERT_AHEAD: usize = 16;
 
@@ -445,9 +446,9 @@ impl MlflowRegistry {
     }
 
     /// Deletes a run this backend created (MLflow marks it deleted; `mlflow gc` removes
-    /// it and its files for good). Runs made by anyone else are left alone. Best effort:
-    /// called once the version it held is gone, or was never made, so a failure is
-    /// logged rather than returned.
+    /// it and its files for good), unless a version this client can see was registered
+    /// from it. Runs made by anyone else are left alone. Best effort: called once the
+    /// version it held is gone or was refused, so a failure is logged, not returned.
     async fn delete_run(&self, run_id: &str) {
         let ours = match self.get("runs/get", &[("run_id", run_id)]).await {
             Ok(run) => run["run"]["data"]["tags"]
@@ -455,7 +456,7 @@ impl MlflowRegistry {
                 .is_some_and(|tags| tags.iter().any(|t| t["key"].as_str() == Some(REGISTRATION))),
             Err(Error::NotFound { .. }) => return,
             Err(e) => {
-                tracing::warn!(run_id, error = %e, "cannot read the run of a deleted MLflow version: it stays");
+                tracing::warn!(run_id, error = %e, "cannot read this MLflow run to clean it up: it stays");
                 return;
             }
         };
@@ -470,7 +471,7 @@ impl MlflowRegistry {
             Ok(others) if others.is_empty() => {}
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(run_id, error = %e, "cannot tell whether another MLflow version uses this run: it stays");
+                tracing::warn!(run_id, error = %e, "cannot tell whether an MLflow version uses this run: it stays");
                 return;
             }
         }
@@ -478,7 +479,7 @@ impl MlflowRegistry {
             .send(Method::POST, "runs/delete", json!({"run_id": run_id}))
             .await
         {
-            tracing::warn!(run_id, error = %e, "cannot delete the run of a deleted MLflow version: it stays");
+            tracing::warn!(run_id, error = %e, "cannot delete this MLflow run: it stays");
         }
     }
 
@@ -626,7 +627,7 @@ impl ModelRegistry for MlflowRegistry {
 
     async fn delete_model(&self, name: &str, _change: &Change) -> Result<()> {
         self.raw_model(name).await?;
-        let runs: Vec<String> = self
+        let runs: std::collections::BTreeSet<String> = self
             .raw_versions(&name_filter(name))
             .await?
             .iter()
@@ -644,9 +645,11 @@ impl ModelRegistry for MlflowRegistry {
             Err(Error::NotFound { .. }) => return Err(model_not_found(name)),
             Err(e) => return Err(e),
         }
-        for run_id in runs {
-            self.delete_run(&run_id).await;
-        }
+        futures::stream::iter(runs)
+            .for_each_concurrent(client::IN_FLIGHT, |run_id| async move {
+                self.delete_run(&run_id).await;
+            })
+            .await;
         Ok(())
     }
 
@@ -710,8 +713,8 @@ impl ModelRegistry for MlflowRegistry {
             }
             self.send(Method::POST, "model-versions/create", body).await
         };
-        // A version MLflow refused leaves no run behind. (One it made and answered for
-        // too late, past the timeout, keeps its run, which it needs.)
+        // A version MLflow refused leaves no run behind. A failure a retry could help
+        // (a timeout, a 5xx) keeps it: MLflow may have made the version all the same.
         let created = match created.await {
             Ok(c) => c,
             Err(e) => {
@@ -834,12 +837,13 @@ impl ModelRegistry for MlflowRegistry {
     }
 
     async fn delete_version(&self, name: &str, version: u64, _change: &Change) -> Result<()> {
-        let _moving = self.alias_moves.lock().await;
+        let moving = self.alias_moves.lock().await;
         let raw = self.raw_version(name, version).await?;
-        let aliases: Vec<String> = raw["aliases"]
+        let mut aliases: Vec<String> = raw["aliases"]
             .as_array()
             .map(|a| a.iter().filter_map(text).collect())
             .unwrap_or_default();
+        aliases.sort();
         if !aliases.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "model '{name}' version {version} is the target of alias(es) {}: move them first",
@@ -858,6 +862,8 @@ impl ModelRegistry for MlflowRegistry {
             Err(Error::NotFound { .. }) => return Err(version_not_found(name, version)),
             Err(e) => return Err(e),
         }
+        // The version is gone: alias moves need not wait for its run's cleanup.
+        drop(moving);
         if let Some(run_id) = text(&raw["run_id"]) {
             self.delete_run(&run_id).await;
         }
