@@ -497,3 +497,27 @@ async fn the_runs_of_versions_made_here_go_with_them() {
     r.delete_version(&logged, version, &by).await.unwrap();
     assert_eq!(run_stage(&url, &theirs).await, "active");
 }
+
+#[tokio::test]
+async fn a_registration_past_mlflows_batch_limits_keeps_every_metric_and_param() {
+    let Some(url) = server() else { return };
+    let r = MlflowRegistry::new(&url).unwrap();
+    let name = testkit::unique_name("batches");
+    // MLflow takes at most 100 params and 1000 entries per `runs/log-batch`.
+    let mut new = NewVersion::new().ready();
+    for i in 0..1234 {
+        new = new.with_metric(format!("m{i:04}"), f64::from(i) / 8.0);
+    }
+    for i in 0..250 {
+        new = new.with_param(format!("p{i:03}"), format!("v{i}"));
+    }
+    let v = r
+        .create_version(&name, new, &Change::by("t"))
+        .await
+        .unwrap();
+    let got = r.get_version(&name, v.version).await.unwrap();
+    assert_eq!((got.metrics.len(), got.params.len()), (1234, 250));
+    assert_eq!(got.metrics["m1233"], 1233.0 / 8.0);
+    assert_eq!(got.params["p249"], "v249");
+    assert_eq!(got, v);
+}

@@ -483,12 +483,16 @@ impl MlflowRegistry {
         }
     }
 
+    /// Logs metrics and params in as many `runs/log-batch` calls as MLflow's batch
+    /// limits need (100 params, 1000 entries in all, per call).
     async fn log_metrics(
         &self,
         run_id: &str,
         metrics: &BTreeMap<String, f64>,
         params: &BTreeMap<String, String>,
     ) -> Result<()> {
+        const PARAMS_PER_BATCH: usize = 100;
+        const ENTRIES_PER_BATCH: usize = 1000;
         let now = Utc::now().timestamp_millis();
         let metrics: Vec<Value> = metrics
             .iter()
@@ -498,16 +502,19 @@ impl MlflowRegistry {
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
-        if metrics.is_empty() && params.is_empty() {
-            return Ok(());
+        let (mut m, mut p) = (0, 0);
+        while m < metrics.len() || p < params.len() {
+            let p_end = (p + PARAMS_PER_BATCH).min(params.len());
+            let m_end = (m + ENTRIES_PER_BATCH - (p_end - p)).min(metrics.len());
+            self.send(
+                Method::POST,
+                "runs/log-batch",
+                json!({"run_id": run_id, "metrics": &metrics[m..m_end], "params": &params[p..p_end]}),
+            )
+            .await?;
+            (m, p) = (m_end, p_end);
         }
-        self.send(
-            Method::POST,
-            "runs/log-batch",
-            json!({"run_id": run_id, "metrics": metrics, "params": params}),
-        )
-        .await
-        .map(drop)
+        Ok(())
     }
 
     /// The version `alias` points at, from the model's alias list (MLflow answers a

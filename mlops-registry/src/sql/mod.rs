@@ -21,7 +21,7 @@ pub mod postgres;
 /// - placeholders are `$1`, `$2`…, one may appear more than once in a statement, and
 ///   `$n IS NULL` works on a bound `NULL` (sqlx sends typed parameters);
 /// - `INSERT … ON CONFLICT … DO NOTHING | DO UPDATE`, `UPDATE … RETURNING` and
-///   `string_agg(x, ',' ORDER BY x)` behave as in PostgreSQL. SQLite has them all since
+///   `string_agg(x, ',')` behave as in PostgreSQL. SQLite has them all since
 ///   3.44 (the bundled library is newer), with one difference the queries respect: an
 ///   `INSERT … SELECT … ON CONFLICT` needs a `WHERE` in its `SELECT`, or SQLite reads the
 ///   `ON` as a join's;

@@ -61,7 +61,7 @@ const VERSION_COLUMNS: &str = "v.name, v.version, v.status, v.status_message, v.
 // (sqlite.rs) binds by position: each filter below names `$1` before `$2`.
 fn version_select(filter: &str) -> String {
     format!(
-        "SELECT {VERSION_COLUMNS}, (SELECT string_agg(alias, ',' ORDER BY alias) FROM aliases a \
+        "SELECT {VERSION_COLUMNS}, (SELECT string_agg(alias, ',') FROM aliases a \
          WHERE a.name = v.name AND a.version = v.version) AS aliases \
          FROM model_versions v WHERE {filter}"
     )
