@@ -54,6 +54,17 @@ pub fn check_aliasable(v: &ModelVersion) -> Result<()> {
     Ok(())
 }
 
+/// A version can be deleted only when no alias points at it; `aliases` are those that do.
+pub fn check_deletable(name: &str, version: u64, aliases: &[String]) -> Result<()> {
+    if !aliases.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "model '{name}' version {version} is the target of alias(es) {}: move them first",
+            aliases.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// A status move `v` may make: see [`VersionStatus::can_become`]; archiving an aliased
 /// version is refused.
 pub fn check_transition(v: &ModelVersion, to: VersionStatus) -> Result<()> {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use mlops_core::{ModelRef, VersionSelector};
 
 use crate::contract::{
-    alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
-    model_not_found, no_ready_version, version_not_found,
+    alias_not_found, check_aliasable, check_deletable, check_expect, check_final_manifest,
+    check_transition, model_not_found, no_ready_version, version_not_found,
 };
 use crate::endpoint::{Endpoint, EndpointDirectory, Lease, LiveEndpoint, new_lease_id};
 use crate::error::{Error, Result};
@@ -361,12 +361,7 @@ impl ModelRegistry for InMemoryRegistry {
     async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
         let mut s = self.lock();
         let v = s.version(name, version)?;
-        if !v.aliases.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "model '{name}' version {version} is the target of alias(es) {}: move them first",
-                v.aliases.join(", ")
-            )));
-        }
+        check_deletable(name, version, &v.aliases)?;
         if let Some(vs) = s.versions.get_mut(name) {
             vs.remove(&version);
         }

@@ -235,9 +235,14 @@ async fn versions_without_servable_files_never_download() {
     );
 }
 
-/// A server that accepts connections and answers each request after `delay` with `status`.
-async fn fake_server(status: &'static str, delay: Duration) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A server on 127.0.0.1 that reads each connection's request and hands the socket to
+/// `answer`; its address.
+async fn raw_server<F, Fut>(answer: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -248,17 +253,26 @@ async fn fake_server(status: &'static str, delay: Duration) -> String {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
-                tokio::time::sleep(delay).await;
-                let body = r#"{"error_code": "INTERNAL_ERROR", "message": "database is locked"}"#;
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
+                answer(socket).await;
             });
         }
     });
     format!("http://{addr}")
+}
+
+/// A server that answers each request after `delay` with `status`.
+async fn fake_server(status: &'static str, delay: Duration) -> String {
+    raw_server(move |mut socket| async move {
+        use tokio::io::AsyncWriteExt;
+        tokio::time::sleep(delay).await;
+        let body = r#"{"error_code": "INTERNAL_ERROR", "message": "database is locked"}"#;
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(answer.as_bytes()).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -297,47 +311,35 @@ async fn a_server_down_slow_or_failing_is_a_temporary_error() {
 /// A server that answers every request with `status` and a body without end: announced
 /// as 1 GiB, or chunked with no length given.
 async fn flooding_server(status: &'static str, announced: bool) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                let length = if announced {
-                    "content-length: 1073741824"
-                } else {
-                    "transfer-encoding: chunked"
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{length}\r\n\r\n"
-                );
-                if socket.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                // JSON whitespace, a MiB at a time, until the client hangs up.
-                let spaces = vec![b' '; 1 << 20];
-                let mut chunk = Vec::new();
-                if !announced {
-                    chunk.extend_from_slice(format!("{:x}\r\n", spaces.len()).as_bytes());
-                }
-                chunk.extend_from_slice(&spaces);
-                if !announced {
-                    chunk.extend_from_slice(b"\r\n");
-                }
-                for _ in 0..1024 {
-                    if socket.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_server(move |mut socket| async move {
+        use tokio::io::AsyncWriteExt;
+        let length = if announced {
+            "content-length: 1073741824"
+        } else {
+            "transfer-encoding: chunked"
+        };
+        let head =
+            format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{length}\r\n\r\n");
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    format!("http://{addr}")
+        // JSON whitespace, a MiB at a time, until the client hangs up.
+        let spaces = vec![b' '; 1 << 20];
+        let mut chunk = Vec::new();
+        if !announced {
+            chunk.extend_from_slice(format!("{:x}\r\n", spaces.len()).as_bytes());
+        }
+        chunk.extend_from_slice(&spaces);
+        if !announced {
+            chunk.extend_from_slice(b"\r\n");
+        }
+        for _ in 0..1024 {
+            if socket.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -53,8 +53,8 @@ pub use artifacts::MlflowArtifacts;
 use client::{Auth, Client};
 
 use crate::contract::{
-    alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
-    model_not_found, no_ready_version, version_not_found,
+    alias_not_found, check_aliasable, check_deletable, check_expect, check_final_manifest,
+    check_transition, model_not_found, no_ready_version, version_not_found,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -851,12 +851,7 @@ impl ModelRegistry for MlflowRegistry {
             .map(|a| a.iter().filter_map(text).collect())
             .unwrap_or_default();
         aliases.sort();
-        if !aliases.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "model '{name}' version {version} is the target of alias(es) {}: move them first",
-                aliases.join(", ")
-            )));
-        }
+        check_deletable(name, version, &aliases)?;
         match self
             .send(
                 Method::DELETE,

@@ -15,8 +15,8 @@ use sqlx::{
 
 use super::{Dialect, SCHEMA_VERSION, SqlRegistry, sealed};
 use crate::contract::{
-    alias_not_found, check_aliasable, check_expect, check_final_manifest, check_transition,
-    model_not_found, no_ready_version, version_not_found,
+    alias_not_found, check_aliasable, check_deletable, check_expect, check_final_manifest,
+    check_transition, model_not_found, no_ready_version, version_not_found,
 };
 use crate::endpoint::{
     Endpoint, EndpointDirectory, Lease, LiveEndpoint, Protocol, lease_not_found, new_lease_id,
@@ -614,12 +614,7 @@ where
     async fn delete_version(&self, name: &str, version: u64, change: &Change) -> Result<()> {
         let (mut tx, _guard) = self.dialect.begin_write(&self.pool).await?;
         let v = Self::version_in_tx(&mut tx, name, version).await?;
-        if !v.aliases.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "model '{name}' version {version} is the target of alias(es) {}: move them first",
-                v.aliases.join(", ")
-            )));
-        }
+        check_deletable(name, version, &v.aliases)?;
         sqlx::query("DELETE FROM model_versions WHERE name = $1 AND version = $2")
             .bind(name)
             .bind(db_version(version)?)
