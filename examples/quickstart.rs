@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlops::core::profile::ComputeDevice;
+use mlops::core::profile::{ComputeDevice, ConfigStatus};
 use mlops::core::{Lineage, ModelFormat, ModelManifest, ProfileReport, Tensor};
 use mlops::profile::search::{Axes, BruteForce, SearchSpace};
 use mlops::profile::tuned::TunedServing;
@@ -309,12 +309,28 @@ async fn run() -> Result<(), BoxError> {
         .as_ref()
         .ok_or("the profile recommends no configuration")?;
     for c in &report.configs {
-        if let Some(capacity) = c.capacity_rps {
-            println!(
+        match (&c.status, c.capacity_rps) {
+            (ConfigStatus::Measured, Some(capacity)) if capacity > 0.0 => println!(
                 "  {:<20} {:>8.0} req/s at p{} <= {} ms, {:.4}/h",
                 c.id, capacity, report.percentile, report.latency_target_ms, c.cost_per_hour
-            );
+            ),
+            (ConfigStatus::Measured, _) => println!(
+                "  {:<20} misses p{} <= {} ms at every load",
+                c.id, report.percentile, report.latency_target_ms
+            ),
+            (ConfigStatus::Failed { reason } | ConfigStatus::Unavailable { reason }, _) => {
+                println!("  {:<20} not measured: {reason}", c.id)
+            }
+            (ConfigStatus::Skipped, _) => {}
         }
+    }
+    if !recommendation.meets_target {
+        return Err(format!(
+            "{}; this machine needs a looser target: try --latency-ms {}",
+            recommendation.reason,
+            (args.latency_ms * 4.0).ceil()
+        )
+        .into());
     }
     println!(
         "  recommended: {} x{}, {:.0} req/s each, {:.4}/h, {:.4} per million requests",

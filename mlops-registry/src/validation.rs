@@ -77,8 +77,22 @@ pub struct ValidationPolicy {
     /// The most accuracy may fall below the baseline's (0.01 = one point).
     pub max_accuracy_drop: Option<f64>,
     /// The most the candidate's p95 latency may exceed the baseline's, as a fraction
-    /// (0.2 = 20 % slower). Measured over the validation set, after one warm-up call each.
+    /// (0.2 = 20 % slower). Measured after one warm-up call each, over at least
+    /// [`latency_samples`](Self::latency_samples) calls of each model, in adjacent pairs
+    /// whose order alternates. A regression seen once is measured again, and the check
+    /// fails only when the second measurement shows it too: one stall of a busy machine
+    /// moves a p95 of a few dozen calls, a slower model moves both.
     pub max_latency_regression: Option<f64>,
+    /// The least number of timed calls of each model behind the latency check: the
+    /// validation set is run round by round (timing only after the first round) until
+    /// each model has this many. Default 64; more makes the p95 steadier and the
+    /// validation longer.
+    #[serde(default = "default_latency_samples")]
+    pub latency_samples: usize,
+}
+
+fn default_latency_samples() -> usize {
+    64
 }
 
 impl Default for ValidationPolicy {
@@ -93,6 +107,7 @@ impl Default for ValidationPolicy {
             min_accuracy: None,
             max_accuracy_drop: None,
             max_latency_regression: None,
+            latency_samples: default_latency_samples(),
         }
     }
 }
@@ -129,6 +144,12 @@ impl ValidationPolicy {
         self
     }
 
+    /// Times at least `samples` calls of each model for the latency check (default 64).
+    pub fn with_latency_samples(mut self, samples: usize) -> Self {
+        self.latency_samples = samples;
+        self
+    }
+
     /// Compares classes only (no element-wise comparison): for a retrained model whose
     /// scores are expected to move.
     pub fn without_output_comparison(mut self) -> Self {
@@ -148,9 +169,11 @@ impl ValidationPolicy {
             || self
                 .max_latency_regression
                 .is_some_and(|f| f.is_nan() || f < 0.0)
+            || self.latency_samples == 0
         {
             return Err(Error::invalid(
-                "validation policy: shares are in [0, 1], tolerances and regression ≥ 0",
+                "validation policy: shares are in [0, 1], tolerances and regression ≥ 0, \
+                 latency samples ≥ 1",
             ));
         }
         if (self.min_top1_agreement.is_some()
@@ -182,7 +205,8 @@ pub struct CheckResult {
     pub detail: String,
 }
 
-/// Latency over the validation set, in microseconds.
+/// One model's latency over its timed calls (the validation set's round, and the latency
+/// check's rounds when it runs), in microseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Median.
@@ -377,20 +401,66 @@ pub async fn validate(
             detail: format!("candidate {cand_acc:.4}, baseline {base_acc:.4}"),
         });
     }
-    let candidate_latency = LatencySummary::of(cand_lat);
-    let baseline_latency = baseline.map(|_| LatencySummary::of(base_lat));
-    if let (Some(max), Some(base)) = (policy.max_latency_regression, &baseline_latency) {
-        let regression = candidate_latency.p95_us / base.p95_us.max(f64::MIN_POSITIVE) - 1.0;
+    let mut candidate_latency = LatencySummary::of(cand_lat.clone());
+    let mut baseline_latency = baseline.map(|_| LatencySummary::of(base_lat.clone()));
+    if let (Some(max), Some(base)) = (policy.max_latency_regression, baseline) {
+        let target = policy.latency_samples;
+        let mut next = cases.len();
+        time_pairs(
+            candidate,
+            base,
+            cases,
+            &mut next,
+            target,
+            &mut cand_lat,
+            &mut base_lat,
+        )
+        .await?;
+        let first = LatencyComparison::of(cand_lat, base_lat);
+        let (used, detail) = if first.regression() <= max {
+            let detail = first.describe();
+            (first, detail)
+        } else {
+            // Measured again from scratch: a stall of the machine is rarely there twice.
+            let (mut cand_again, mut base_again) = (Vec::new(), Vec::new());
+            time_pairs(
+                candidate,
+                base,
+                cases,
+                &mut next,
+                target,
+                &mut cand_again,
+                &mut base_again,
+            )
+            .await?;
+            let second = LatencyComparison::of(cand_again, base_again);
+            if second.regression() <= max {
+                let detail = format!(
+                    "{}; the regression of a first measurement ({}) did not show again",
+                    second.describe(),
+                    first.describe()
+                );
+                (second, detail)
+            } else {
+                let detail = format!("{}, and again {}", first.describe(), second.describe());
+                // The smaller of the two regressions is the one the report stands by.
+                let used = if second.regression() < first.regression() {
+                    second
+                } else {
+                    first
+                };
+                (used, detail)
+            }
+        };
         checks.push(CheckResult {
             name: "latency_regression".into(),
-            passed: regression <= max,
-            observed: regression,
+            passed: used.regression() <= max,
+            observed: used.regression(),
             threshold: max,
-            detail: format!(
-                "p95 {:.1} us against {:.1} us",
-                candidate_latency.p95_us, base.p95_us
-            ),
+            detail,
         });
+        candidate_latency = used.candidate;
+        baseline_latency = Some(used.baseline);
     }
     if checks.is_empty() {
         return Err(Error::invalid(
@@ -408,6 +478,62 @@ pub async fn validate(
         started_at,
         finished_at: now(),
     })
+}
+
+/// Times `candidate` and `baseline` in adjacent pairs over the cases, from case `*next`
+/// round and round, until each side holds at least `target` samples. Who goes first
+/// alternates, so that neither always runs on a machine the other just warmed or left busy.
+async fn time_pairs(
+    candidate: (&str, &dyn Infer),
+    baseline: (&str, &dyn Infer),
+    cases: &[ValidationCase],
+    next: &mut usize,
+    target: usize,
+    cand_lat: &mut Vec<f64>,
+    base_lat: &mut Vec<f64>,
+) -> Result<()> {
+    while cand_lat.len() < target || base_lat.len() < target {
+        let i = *next;
+        *next += 1;
+        let inputs = &cases[i % cases.len()].inputs;
+        let baseline_first = i % 2 == 1;
+        if baseline_first {
+            base_lat.push(run(baseline.0, baseline.1, inputs.clone()).await?.1);
+        }
+        cand_lat.push(run(candidate.0, candidate.1, inputs.clone()).await?.1);
+        if !baseline_first {
+            base_lat.push(run(baseline.0, baseline.1, inputs.clone()).await?.1);
+        }
+    }
+    Ok(())
+}
+
+/// One measurement of both models' latency.
+struct LatencyComparison {
+    candidate: LatencySummary,
+    baseline: LatencySummary,
+    samples: usize,
+}
+
+impl LatencyComparison {
+    fn of(cand: Vec<f64>, base: Vec<f64>) -> Self {
+        LatencyComparison {
+            samples: cand.len().min(base.len()),
+            candidate: LatencySummary::of(cand),
+            baseline: LatencySummary::of(base),
+        }
+    }
+
+    fn regression(&self) -> f64 {
+        self.candidate.p95_us / self.baseline.p95_us.max(f64::MIN_POSITIVE) - 1.0
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "p95 {:.1} us against {:.1} us over {} calls each",
+            self.candidate.p95_us, self.baseline.p95_us, self.samples
+        )
+    }
 }
 
 fn ratio(a: usize, b: usize) -> f64 {

@@ -2,6 +2,8 @@
 //! and variants of it that drift, slow down, fail or drop an output.
 #![allow(clippy::unwrap_used)]
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mlops_core::{BoxError, Infer, InferFuture, Tensor};
@@ -14,6 +16,9 @@ struct Linear {
     delay: Duration,
     fail: bool,
     output: &'static str,
+    /// Calls (counted from 0) that stall for 5 ms, as on a machine busy for a moment.
+    stalls: Range<usize>,
+    calls: AtomicUsize,
 }
 
 impl Linear {
@@ -23,6 +28,8 @@ impl Linear {
             delay: Duration::ZERO,
             fail: false,
             output: "scores",
+            stalls: 0..0,
+            calls: AtomicUsize::new(0),
         }
     }
 }
@@ -45,6 +52,12 @@ impl Infer for Linear {
             }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
+            }
+            if self
+                .stalls
+                .contains(&self.calls.fetch_add(1, Ordering::Relaxed))
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let x = inputs[0].to_vec::<f32>()?;
             let rows = x.len() / 4;
@@ -204,7 +217,9 @@ async fn a_slower_candidate_fails_the_latency_check() {
         ..Linear::new()
     };
     let base = Linear::new();
-    let policy = ValidationPolicy::default().with_max_latency_regression(0.5);
+    let policy = ValidationPolicy::default()
+        .with_max_latency_regression(0.5)
+        .with_latency_samples(12);
     let report = validate(("m/2", &slow), Some(("m/1", &base)), &cases(), &policy)
         .await
         .unwrap();
@@ -214,16 +229,62 @@ async fn a_slower_candidate_fails_the_latency_check() {
         .find(|c| c.name == "latency_regression")
         .unwrap();
     assert!(!check.passed, "{check:?}");
+    // Refused only after a second measurement showed it too.
+    assert!(check.detail.contains(", and again p95 "), "{check:?}");
+    assert!(check.detail.contains("over 12 calls each"), "{check:?}");
+    assert!(check.observed > 0.5, "{check:?}");
     assert!(
         report.candidate_latency.p50_us >= 20_000.0,
         "{:?}",
         report.candidate_latency
     );
-    // The other way round, the faster one passes.
+    // The warm-up, the first measurement and the second: 1 + 12 + 12 calls.
+    assert_eq!(slow.calls.load(Ordering::Relaxed), 25);
+    // The other way round, the faster one passes, on one measurement.
     let report = validate(("m/1", &base), Some(("m/2", &slow)), &cases(), &policy)
         .await
         .unwrap();
     assert!(report.passed, "{}", report.summary());
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "latency_regression")
+        .unwrap();
+    assert!(!check.detail.contains("first measurement"), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_stall_in_one_measurement_does_not_fail_the_latency_check() {
+    // Calls 1 to 10 of the candidate stall: a p95 over its first 64 calls is 5 ms.
+    let stalling = Linear {
+        stalls: 1..11,
+        ..Linear::new()
+    };
+    let base = Linear::new();
+    let policy = ValidationPolicy::default().with_max_latency_regression(0.5);
+    let report = validate(("m/2", &stalling), Some(("m/1", &base)), &cases(), &policy)
+        .await
+        .unwrap();
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "latency_regression")
+        .unwrap();
+    assert!(check.passed, "{check:?}");
+    assert!(check.observed <= 0.5, "{check:?}");
+    assert!(
+        check
+            .detail
+            .contains("the regression of a first measurement (p95 "),
+        "{check:?}"
+    );
+    // The report's latency is the measurement the check stands by, not the stalled one.
+    assert!(
+        report.candidate_latency.p95_us < 5_000.0,
+        "{:?}",
+        report.candidate_latency
+    );
+    assert_eq!(stalling.calls.load(Ordering::Relaxed), 1 + 64 + 64);
 }
 
 #[tokio::test]
@@ -319,6 +380,13 @@ async fn bad_policies_and_sets_are_refused() {
             .await
             .is_err()
     );
+    let no_samples = ValidationPolicy::default()
+        .with_max_latency_regression(0.2)
+        .with_latency_samples(0);
+    let err = validate(("m/2", &m), Some(("m/1", &m)), &cases(), &no_samples)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("latency samples"), "{err}");
     // Nothing to compare against: refused rather than passed.
     let err = validate(
         ("m/2", &m),
