@@ -18,7 +18,17 @@ if [ -x "$launcher" ] && "$launcher" --version >/dev/null 2>&1; then
   exit 0
 fi
 
+# Only a directory this script made (or the default one) is replaced: a DIR that holds
+# anything else is refused.
+marker="$prefix/.mlops-perf-analyzer"
+if [ "$prefix" != "$root/target/perf_analyzer" ] && [ -d "$prefix" ] \
+  && [ -n "$(ls -A "$prefix")" ] && [ ! -e "$marker" ]; then
+  echo "perf-analyzer.sh: $prefix exists and was not made by this script; give an empty or new directory" >&2
+  exit 1
+fi
 rm -rf "$prefix"
+mkdir -p "$prefix"
+touch "$marker"
 mkdir -p "$prefix"/{bin,wheel,runtime,debs,apt/lists/partial,apt/cache/archives/partial,apt/sources.d}
 
 # The wheel: pip fetches it for a glibc 2.38 platform whatever this machine's is.

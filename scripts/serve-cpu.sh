@@ -24,7 +24,14 @@ cp testdata/mlp.onnx "$models/"
   --metrics 127.0.0.1:18502 ${SERVE_FLAGS:-} > /dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$models"' EXIT
-until curl -sf http://127.0.0.1:18500/v2/health/ready > /dev/null; do sleep 0.2; done
+deadline=$((SECONDS + 60))
+until curl -sf http://127.0.0.1:18500/v2/health/ready > /dev/null; do
+  if ! kill -0 "$server" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+    echo "serve-cpu.sh: the server did not become ready on 127.0.0.1:18500 within 60 s (is the port taken?)" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
 served() {

@@ -46,9 +46,13 @@ pub struct RegistryRepository {
     spec: ModelSpec,
     /// Versions already downloaded and verified: where their entry is. A reload serves
     /// those files again rather than fetching the version twice; they are never replaced
-    /// while served, since new instances of a served version load from them.
-    fetched: Mutex<HashMap<(String, u64), PathBuf>>,
+    /// while served, since new instances of a served version load from them. A version's
+    /// slot is held during its download, so that loads of it at once download it once.
+    fetched: Mutex<HashMap<(String, u64), Fetched>>,
 }
+
+/// Where a version's verified files are, once downloaded.
+type Fetched = Arc<tokio::sync::Mutex<Option<PathBuf>>>;
 
 impl RegistryRepository {
     /// Versions of `registry`, downloaded under `downloads` (created as needed) and served
@@ -62,17 +66,22 @@ impl RegistryRepository {
         }
     }
 
-    fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), PathBuf>> {
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner())
+    fn slot(&self, key: &(String, u64)) -> Fetched {
+        let mut fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(fetched.entry(key.clone()).or_default())
     }
 }
 
-/// A registry error as the protocol says it.
+/// A registry error as the protocol says it: one a retry may cure (the registry down,
+/// busy or slow) is `UNAVAILABLE` (503), so that a client knows to try again.
 fn status(e: mlops_registry::Error) -> Status {
+    use mlops_registry::Error;
     let code = match &e {
-        mlops_registry::Error::NotFound { .. } => Code::NotFound,
-        mlops_registry::Error::InvalidArgument(_) => Code::InvalidArgument,
-        mlops_registry::Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::NotFound { .. } => Code::NotFound,
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::Unsupported(_) | Error::NotCompiled(_) => Code::Unimplemented,
+        e if e.is_temporary() => Code::Unavailable,
         _ => Code::Internal,
     };
     Status::new(code, e.to_string())
@@ -118,9 +127,10 @@ impl Repository for RegistryRepository {
         // Resolved once: an alias that moves during the download does not mix versions.
         let version = self.registry.resolve(name).await.map_err(status)?;
         let key = (version.name.clone(), version.version);
-        let known = self.fetched().get(&key).cloned();
-        let entry = match known {
-            Some(entry) => entry,
+        let slot = self.slot(&key);
+        let mut known = slot.lock().await;
+        let entry = match known.as_ref() {
+            Some(entry) => entry.clone(),
             None => {
                 let dest = self
                     .downloads
@@ -132,10 +142,11 @@ impl Repository for RegistryRepository {
                     .download(&reference, &dest)
                     .await
                     .map_err(status)?;
-                self.fetched().insert(key.clone(), got.entry.clone());
+                *known = Some(got.entry.clone());
                 got.entry
             }
         };
+        drop(known);
         let spec = self
             .spec
             .clone()

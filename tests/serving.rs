@@ -129,3 +129,63 @@ async fn loads_and_unloads_registered_versions_by_alias_and_number() {
     assert_eq!(refused.code, Code::NotFound, "{refused}");
     assert!(server.models().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_of_one_version_at_once_all_serve_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path()).await;
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
+    let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
+    let repository: Arc<dyn Repository> = Arc::new(RegistryRepository::new(
+        registry,
+        dir.path().join("downloads"),
+        ModelSpec::default(),
+    ));
+    let protocol = Arc::new(Protocol::new(server.clone()).with_repository(repository));
+    // By alias and by number, the same version: one download, every load answered.
+    let loads = ["mlp@staging", "mlp/2", "mlp@staging", "mlp/2"].map(|name| {
+        let protocol = protocol.clone();
+        tokio::spawn(async move { protocol.load(name).await })
+    });
+    for load in loads {
+        assert_eq!(load.await.unwrap().unwrap(), vec![("mlp".to_owned(), 2)]);
+    }
+    assert_eq!(server.models().get("mlp"), Some(&vec![2]));
+    let (inputs, expected) = infer_input();
+    let got = server.infer("mlp", Some(2), inputs).await.unwrap();
+    assert_close(&got[0], &expected[0], 1e-5, 1e-4).unwrap();
+    // The version's directory holds its files and nothing half-written.
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("downloads/mlp/2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
+    server.shutdown();
+}
+
+#[cfg(feature = "mlflow")]
+#[tokio::test]
+async fn a_registry_that_cannot_be_reached_is_unavailable_not_a_server_fault() {
+    // A port nothing listens on: the MLflow registry refuses the connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registry = Registry::mlflow(&format!("http://127.0.0.1:{port}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(ModelServer::new());
+    let repository: Arc<dyn Repository> = Arc::new(RegistryRepository::new(
+        registry,
+        dir.path().join("downloads"),
+        ModelSpec::default(),
+    ));
+    let protocol = Protocol::new(server.clone()).with_repository(repository);
+    let refused = protocol.load("mlp@production").await.unwrap_err();
+    assert_eq!(refused.code, Code::Unavailable, "{refused}");
+    assert_eq!(refused.code.http_status(), 503);
+    assert!(refused.message.contains("retrying may help"), "{refused}");
+    let refused = protocol.repository_index(false).await.unwrap_err();
+    assert_eq!(refused.code, Code::Unavailable, "{refused}");
+    assert!(server.models().is_empty());
+}

@@ -141,6 +141,36 @@ async fn a_corrupt_artifact_is_refused_and_leaves_nothing() {
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_downloads_into_one_directory_each_arrive_whole() {
+    // Two servers loading the same version at once share a download directory: each
+    // transfer writes a file of its own and renames it into place.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().join("registry")).await.unwrap();
+    let model = dir.path().join("w.safetensors");
+    big_safetensors(&model, 8 << 20);
+    registry
+        .register("big", &model, NewVersion::new(), &who())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    let downloads = (0..6).map(|_| {
+        let (registry, out) = (registry.clone(), out.clone());
+        tokio::spawn(async move { registry.download("big/1", &out).await })
+    });
+    for got in futures::future::join_all(downloads).await {
+        let got = got.unwrap().unwrap();
+        assert_eq!(got.entry, out.join("w.safetensors"));
+    }
+    assert_eq!(sha256_file(&out.join("w.safetensors")), sha256_file(&model));
+    // Nothing else is left beside it.
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["w.safetensors".to_owned()]);
+}
+
 #[tokio::test]
 async fn failed_registrations_are_recorded_and_leave_no_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! registered elsewhere, against what its store lists), and never left half-written.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use mlops_core::{FileEntry, ModelManifest};
@@ -146,13 +147,17 @@ impl Registry {
                 .await
                 .map_err(|e| Error::io(parent.display(), e))?;
         }
-        let part = target.with_extension(format!(
-            "{}part",
-            target
-                .extension()
-                .map(|e| format!("{}.", e.to_string_lossy()))
-                .unwrap_or_default()
+        // A name of its own for each transfer: two downloads of the same version into
+        // one directory (two loads of a model at once) each write their own file and the
+        // last rename wins, with the same verified bytes, instead of writing into one.
+        static TRANSFERS: AtomicU64 = AtomicU64::new(0);
+        let mut part_name = target.file_name().unwrap_or_default().to_os_string();
+        part_name.push(format!(
+            ".{}-{}.part",
+            std::process::id(),
+            TRANSFERS.fetch_add(1, Ordering::Relaxed)
         ));
+        let part = target.with_file_name(part_name);
         let result = async {
             let mut out = tokio::fs::File::create(&part)
                 .await
