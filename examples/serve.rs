@@ -12,7 +12,8 @@
 //! - `--registry DIR --model NAME@ALIAS` (repeatable `--model`): serve registered versions,
 //!   downloaded and verified, and announce them in the registry's endpoint directory; the
 //!   repository extension (`POST /v2/repository/models/mlp@staging/load`) then loads and
-//!   unloads `NAME@ALIAS` and `NAME/N` from the registry, and lists what it holds;
+//!   unloads `NAME@ALIAS` and `NAME/N` from the registry, announcing what it loads
+//!   while served, and lists what it holds;
 //! - `--registry mlflow+http://HOST:PORT` (or `mlflow+https://`): the same from an MLflow
 //!   tracking server, models logged with MLflow's own client included (credentials from
 //!   `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`PASSWORD`);
@@ -299,14 +300,28 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 
     // Registered versions: downloaded (verified), served, and announced by heartbeat.
+    // Without a model directory, the repository extension loads from the registry too,
+    // and announces those versions as it announces what it loads later, so that an
+    // unload through it withdraws them.
     let mut heartbeats = Vec::new();
     let scratch = tempfile::tempdir()?;
+    let registry = match &args.registry {
+        Some(place) => Some(open_registry(place).await?),
+        None => None,
+    };
+    let registry_repository = match (&args.repository, &registry) {
+        (None, Some(registry)) => Some(Arc::new(
+            RegistryRepository::new(
+                registry.clone(),
+                scratch.path().join("loaded"),
+                args.spec.clone(),
+            )
+            .with_announcements(advertised(&args), Duration::from_secs(15)),
+        )),
+        _ => None,
+    };
     if !args.models.is_empty() {
-        let dir = args
-            .registry
-            .clone()
-            .ok_or("--model needs --registry DIR")?;
-        let registry = open_registry(&dir).await?;
+        let registry = registry.as_ref().ok_or("--model needs --registry DIR")?;
         for reference in &args.models {
             let dest = scratch.path().join(reference.replace(['/', '@'], "_"));
             let got = registry.download(reference, &dest).await?;
@@ -326,14 +341,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
             let s = server.clone();
             tokio::task::spawn_blocking(move || s.load_path(&got.entry, spec)).await??;
             println!("serving {reference} as {name}/{version}");
-            let host = args
-                .advertise
-                .clone()
-                .unwrap_or_else(|| args.http.ip().to_string());
-            for (address, protocol) in [
-                (format!("{host}:{}", args.http.port()), Protocol::OipHttp),
-                (format!("{host}:{}", args.grpc.port()), Protocol::OipGrpc),
-            ] {
+            if let Some(repository) = &registry_repository {
+                repository.announce(&name, version).await?;
+                continue;
+            }
+            for (address, protocol) in advertised(&args) {
                 let endpoint = Endpoint::new(&name, Some(version), address, protocol);
                 heartbeats.push(registry.announce(endpoint, Duration::from_secs(15)).await?);
             }
@@ -364,13 +376,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     // The repository extension loads from the model directory; in registry mode from the
     // registry, by alias or version (`mlp@staging`, `mlp/3`). HTTP and gRPC share it.
-    let repository: Arc<dyn Repository> = match (&args.repository, &args.registry) {
+    let repository: Arc<dyn Repository> = match (&args.repository, &registry_repository) {
         (Some(dir), _) => Arc::new(DirectoryRepository::new(dir.clone(), args.spec.clone())),
-        (None, Some(dir)) => Arc::new(RegistryRepository::new(
-            open_registry(dir).await?,
-            scratch.path().join("loaded"),
-            args.spec.clone(),
-        )),
+        (None, Some(repository)) => repository.clone(),
         (None, None) => return Err("give a model directory or --registry DIR".into()),
     };
     let app = router(
@@ -399,6 +407,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     for heartbeat in heartbeats {
         heartbeat.stop().await;
     }
+    if let Some(repository) = &registry_repository {
+        repository.withdraw_all().await;
+    }
     let _ = stop_tx.send(true);
     http_task.await??;
     metrics_task.await??;
@@ -407,6 +418,19 @@ async fn run(args: Args) -> Result<(), BoxError> {
     tokio::task::spawn_blocking(move || s.shutdown()).await?;
     println!("stopped");
     Ok(())
+}
+
+/// Where clients reach this server, as announced in the registry: the HTTP and gRPC
+/// ports at `--advertise` (default: the HTTP address's host).
+fn advertised(args: &Args) -> [(String, Protocol); 2] {
+    let host = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.http.ip().to_string());
+    [
+        (format!("{host}:{}", args.http.port()), Protocol::OipHttp),
+        (format!("{host}:{}", args.grpc.port()), Protocol::OipGrpc),
+    ]
 }
 
 /// A registry directory made by mlops, or an MLflow tracking server named

@@ -4,6 +4,9 @@
 //! model registry: a client loads `mlp@production`, `mlp/3` or `mlp` (its latest
 //! version) by name, and the server downloads the version, verifies every file against
 //! its manifest and serves it as `mlp` version 3; an unload of the same name stops it.
+//! With [`with_announcements`](RegistryRepository::with_announcements), each version it
+//! loads is announced in the registry's endpoint directory while served, so clients that
+//! ask by model id find it.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,9 +31,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mlops_core::{ModelRef, VersionSelector};
-use mlops_registry::{Registry, VersionQuery, VersionStatus};
+use mlops_registry::{Endpoint, Heartbeat, Registry, VersionQuery, VersionStatus};
 use mlops_runtime::protocol::{IndexEntry, ModelState, Repository, Status};
 use mlops_runtime::{Code, ModelServer, ModelSpec};
 
@@ -49,6 +53,16 @@ pub struct RegistryRepository {
     /// while served, since new instances of a served version load from them. A version's
     /// slot is held during its download, so that loads of it at once download it once.
     fetched: Mutex<HashMap<(String, u64), Fetched>>,
+    /// Where this server is reached, announced for each version it loads.
+    announce: Option<Announce>,
+    /// The heartbeats of the versions announced, by name and version.
+    heartbeats: Mutex<HashMap<(String, u64), Vec<Heartbeat>>>,
+}
+
+#[derive(Debug)]
+struct Announce {
+    addresses: Vec<(String, mlops_registry::Protocol)>,
+    ttl: Duration,
 }
 
 /// Where a version's verified files are, once downloaded.
@@ -63,12 +77,84 @@ impl RegistryRepository {
             downloads: downloads.into(),
             spec,
             fetched: Mutex::new(HashMap::new()),
+            announce: None,
+            heartbeats: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Announces each version this repository loads at every one of `addresses`
+    /// (`host:port` and the protocol spoken there), with leases of `ttl` renewed by
+    /// heartbeat, and withdraws them when the version is unloaded. A version served but
+    /// not recorded (the registry refused the endpoint) is a load error, and loading it
+    /// again announces it again.
+    pub fn with_announcements(
+        mut self,
+        addresses: impl IntoIterator<Item = (String, mlops_registry::Protocol)>,
+        ttl: Duration,
+    ) -> Self {
+        self.announce = Some(Announce {
+            addresses: addresses.into_iter().collect(),
+            ttl,
+        });
+        self
+    }
+
+    fn heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Vec<Heartbeat>>> {
+        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry it loads from.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Announces `name` version `version`, served by other means (loaded at start, say),
+    /// as this repository announces what it loads: once, and withdrawn when an unload
+    /// through the repository stops it. Nothing happens without
+    /// [`with_announcements`](Self::with_announcements).
+    pub async fn announce(&self, name: &str, version: u64) -> mlops_registry::Result<()> {
+        let key = (name.to_owned(), version);
+        let Some(announce) = &self.announce else {
+            return Ok(());
+        };
+        if self.heartbeats().contains_key(&key) {
+            return Ok(());
+        }
+        let mut beats = Vec::with_capacity(announce.addresses.len());
+        for (address, protocol) in &announce.addresses {
+            let endpoint = Endpoint::new(&key.0, Some(key.1), address, protocol.clone());
+            match self.registry.announce(endpoint, announce.ttl).await {
+                Ok(beat) => beats.push(beat),
+                Err(e) => {
+                    for beat in beats {
+                        beat.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let raced = self.heartbeats().insert(key, beats);
+        // Two loads at once both announced: one set of heartbeats is enough.
+        if let Some(extra) = raced {
+            for beat in extra {
+                beat.stop().await;
+            }
+        }
+        Ok(())
     }
 
     fn slot(&self, key: &(String, u64)) -> Fetched {
         let mut fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(fetched.entry(key.clone()).or_default())
+    }
+
+    /// Withdraws every endpoint announced, waiting until they are gone: for a server
+    /// stopping.
+    pub async fn withdraw_all(&self) {
+        let all: Vec<Heartbeat> = self.heartbeats().drain().flat_map(|(_, b)| b).collect();
+        for beat in all {
+            beat.stop().await;
+        }
     }
 }
 
@@ -158,6 +244,16 @@ impl Repository for RegistryRepository {
             .await
             .map_err(|e| Status::new(Code::Internal, e.to_string()))?
             .map_err(Status::from)?;
+        self.announce(&key.0, key.1).await.map_err(|e| {
+            let failed = status(e);
+            Status::new(
+                failed.code,
+                format!(
+                    "{}/{} is served, but its endpoint was not recorded: {}",
+                    key.0, key.1, failed.message
+                ),
+            )
+        })?;
         Ok(vec![key])
     }
 
@@ -172,6 +268,22 @@ impl Repository for RegistryRepository {
                 Some(self.registry.resolve(name).await.map_err(status)?.version)
             }
         };
-        server.unload(&parsed.name, version).map_err(Status::from)
+        server.unload(&parsed.name, version).map_err(Status::from)?;
+        let withdrawn: Vec<Heartbeat> = {
+            let mut heartbeats = self.heartbeats();
+            let keys: Vec<_> = heartbeats
+                .keys()
+                .filter(|(n, v)| *n == parsed.name && version.is_none_or(|version| *v == version))
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|k| heartbeats.remove(k))
+                .flatten()
+                .collect()
+        };
+        for beat in withdrawn {
+            beat.stop().await;
+        }
+        Ok(())
     }
 }

@@ -189,3 +189,82 @@ async fn a_registry_that_cannot_be_reached_is_unavailable_not_a_server_fault() {
     assert_eq!(refused.code, Code::Unavailable, "{refused}");
     assert!(server.models().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_loaded_are_announced_while_served() {
+    use mlops::registry::Protocol as Wire;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path()).await;
+    let ort = OrtRuntime::new(OrtOptions::default().with_intra_threads(1)).unwrap();
+    let server = Arc::new(ModelServer::new().with_runtime(ModelFormat::Onnx, Arc::new(ort)));
+    let repository = Arc::new(
+        RegistryRepository::new(
+            registry.clone(),
+            dir.path().join("downloads"),
+            ModelSpec::default(),
+        )
+        .with_announcements(
+            [
+                ("10.0.0.7:8000".to_owned(), Wire::OipHttp),
+                ("10.0.0.7:8001".to_owned(), Wire::OipGrpc),
+            ],
+            std::time::Duration::from_secs(30),
+        ),
+    );
+    let protocol = Protocol::new(server.clone()).with_repository(repository.clone());
+    let served = |reference: &'static str| {
+        let registry = registry.clone();
+        async move {
+            let mut found: Vec<_> = registry
+                .endpoints_for(reference)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.endpoint.address, e.endpoint.version))
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    assert!(served("mlp").await.is_empty());
+
+    // Loaded by alias: found by the alias, the number and the name, at both addresses.
+    protocol.load("mlp@staging").await.unwrap();
+    let both = vec![
+        ("10.0.0.7:8000".to_owned(), Some(2)),
+        ("10.0.0.7:8001".to_owned(), Some(2)),
+    ];
+    assert_eq!(served("mlp@staging").await, both);
+    assert_eq!(served("mlp/2").await, both);
+    assert!(served("mlp@production").await.is_empty());
+    // A second load of the same version announces nothing more.
+    protocol.load("mlp/2").await.unwrap();
+    protocol.load("mlp/1").await.unwrap();
+    assert_eq!(served("mlp").await.len(), 4);
+
+    // Unloading a version withdraws its endpoints, and only its.
+    protocol.unload("mlp@staging").await.unwrap();
+    assert!(served("mlp/2").await.is_empty());
+    assert_eq!(served("mlp@production").await.len(), 2);
+    protocol.unload("mlp").await.unwrap();
+    assert!(served("mlp").await.is_empty());
+
+    // A version served by other means is announced once, and withdrawn by an unload
+    // through the repository as well; a stopping server withdraws everything.
+    let spec = ModelSpec::default().with_name("cnn").with_version(1);
+    let cnn = registry
+        .download("cnn/1", &dir.path().join("cnn"))
+        .await
+        .unwrap();
+    server.load_path(&cnn.entry, spec).unwrap();
+    repository.announce("cnn", 1).await.unwrap();
+    repository.announce("cnn", 1).await.unwrap();
+    assert_eq!(served("cnn/1").await.len(), 2);
+    protocol.unload("cnn/1").await.unwrap();
+    assert!(served("cnn").await.is_empty());
+    protocol.load("mlp/1").await.unwrap();
+    assert_eq!(served("mlp").await.len(), 2);
+    repository.withdraw_all().await;
+    assert!(served("mlp").await.is_empty());
+    server.shutdown();
+}
