@@ -225,6 +225,12 @@ async fn versions_without_servable_files_never_download() {
         text.contains("[python_function, sklearn]") && text.contains("'onnx'"),
         "names what it has and what is served: {text}"
     );
+    // Refused on its MLmodel alone: the pickle was never fetched, and nothing is left.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let err = registry
         .download(&format!("{name}/{}", empty.version), &dir.path().join("b"))
         .await

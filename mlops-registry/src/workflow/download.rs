@@ -96,36 +96,32 @@ impl Registry {
                 version.source.as_deref().unwrap_or_default()
             )));
         }
-        for path in &files {
-            let relative = path.strip_prefix(&prefix).unwrap_or(path);
-            check_store_path(relative)?;
-            let size = self
-                .artifacts
-                .size(path)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("artifact '{path}' of {who}")))?;
-            let want = FileEntry {
-                path: relative.to_owned(),
-                size,
-                sha256: String::new(),
-            };
-            self.fetch_file(path, &want, &dest.join(relative), false)
-                .await?;
+        // An MLflow model's `MLmodel` first: a model no runtime here serves is refused
+        // before its weights (gigabytes, perhaps) are fetched.
+        let mlmodel = format!("{prefix}{}", mlops_core::format::MLMODEL_FILE);
+        if files.contains(&mlmodel) {
+            let path = self.fetch_listed(&mlmodel, &prefix, dest, &who).await?;
+            let text = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| Error::io(path.display(), e))?;
+            // One that does not parse is reported by the description below, at its path.
+            let described = ModelManifest::from_mlmodel_str(&text, &version.name);
+            if let Ok(manifest) = &described
+                && manifest.entry.format == mlops_core::ModelFormat::Mlflow
+            {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(unservable(&who, manifest));
+            }
+        }
+        for path in files.iter().filter(|p| **p != mlmodel) {
+            self.fetch_listed(path, &prefix, dest, &who).await?;
         }
         let root = dest.to_path_buf();
         let manifest = tokio::task::spawn_blocking(move || ModelManifest::describe(&root))
             .await
             .map_err(|e| Error::io(dest.display(), std::io::Error::other(e)))??;
         if manifest.entry.format == mlops_core::ModelFormat::Mlflow {
-            let flavors = manifest
-                .mlflow
-                .as_ref()
-                .map(|m| m.flavors.keys().cloned().collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            return Err(Error::FailedPrecondition(format!(
-                "{who} is an MLflow model with the flavors [{flavors}]; the runtimes here \
-                 serve the 'onnx' flavor (and 'tensorflow' SavedModels through a converter)"
-            )));
+            return Err(unservable(&who, &manifest));
         }
         let entry = dest.join(&manifest.entry.path);
         Ok(Downloaded {
@@ -133,6 +129,32 @@ impl Registry {
             root: dest.to_path_buf(),
             entry,
         })
+    }
+
+    /// Fetches `path`, listed under `prefix` in the store, to the same place under `dest`,
+    /// checked against the size the store lists; where it went.
+    async fn fetch_listed(
+        &self,
+        path: &str,
+        prefix: &str,
+        dest: &Path,
+        who: &str,
+    ) -> Result<PathBuf> {
+        let relative = path.strip_prefix(prefix).unwrap_or(path);
+        check_store_path(relative)?;
+        let size = self
+            .artifacts
+            .size(path)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("artifact '{path}' of {who}")))?;
+        let want = FileEntry {
+            path: relative.to_owned(),
+            size,
+            sha256: String::new(),
+        };
+        let target = dest.join(relative);
+        self.fetch_file(path, &want, &target, false).await?;
+        Ok(target)
     }
 
     async fn fetch_file(
@@ -207,4 +229,17 @@ impl Registry {
         }
         result
     }
+}
+
+/// The refusal of an MLflow model with no flavor a runtime here loads, naming its flavors.
+fn unservable(who: &str, manifest: &ModelManifest) -> Error {
+    let flavors = manifest
+        .mlflow
+        .as_ref()
+        .map(|m| m.flavors.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    Error::FailedPrecondition(format!(
+        "{who} is an MLflow model with the flavors [{flavors}]; the runtimes here serve the \
+         'onnx' flavor (and 'tensorflow' SavedModels through a converter)"
+    ))
 }
