@@ -529,3 +529,36 @@ async fn a_registration_past_mlflows_batch_limits_keeps_every_metric_and_param()
     assert_eq!(got.params["p249"], "v249");
     assert_eq!(got, v);
 }
+
+#[test]
+fn artifact_uris_of_another_server_are_not_this_stores() {
+    let store = MlflowRegistry::new("http://Tracking.example:5000")
+        .unwrap()
+        .artifacts();
+    let here = Some("1/abc/artifacts/model/".to_owned());
+    assert_eq!(
+        store.locate("mlflow-artifacts:/1/abc/artifacts/model"),
+        here
+    );
+    assert_eq!(
+        store.locate("mlflow-artifacts://tracking.example:5000/1/abc/artifacts/model/"),
+        here
+    );
+    // Another host, another port, or the scheme's default port when ours is 5000.
+    for other in [
+        "mlflow-artifacts://other.example:5000/1/abc/artifacts/model",
+        "mlflow-artifacts://tracking.example:5001/1/abc/artifacts/model",
+        "mlflow-artifacts://tracking.example/1/abc/artifacts/model",
+        "s3://bucket/1/abc/artifacts/model",
+        "mlflow-artifacts:/../escape",
+    ] {
+        assert_eq!(store.locate(other), None, "{other}");
+    }
+    let default_port = MlflowRegistry::new("https://tracking.example")
+        .unwrap()
+        .artifacts();
+    assert_eq!(
+        default_port.locate("mlflow-artifacts://tracking.example:443/1/m"),
+        Some("1/m/".to_owned())
+    );
+}

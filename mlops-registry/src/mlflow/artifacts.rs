@@ -241,12 +241,29 @@ impl ArtifactStore for MlflowArtifacts {
 
     fn locate(&self, source: &str) -> Option<String> {
         let path = source.strip_prefix("mlflow-artifacts:")?;
-        // `mlflow-artifacts:/path` or `mlflow-artifacts://host/path`.
+        // `mlflow-artifacts:/path`, or `mlflow-artifacts://host:port/path`: the proxy of
+        // the server at that address, which is this store only if it is this server.
         let path = match path.strip_prefix("//") {
-            Some(rest) => rest.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            Some(rest) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if !authority.is_empty() && !same_authority(self.client.base(), authority) {
+                    return None;
+                }
+                path
+            }
             None => path.trim_start_matches('/'),
         };
         let path = path.trim_end_matches('/');
         (!path.is_empty() && check_store_path(path).is_ok()).then(|| format!("{path}/"))
     }
+}
+
+/// Whether `authority` (`host` or `host:port`) names the server at `base`; a missing port is
+/// the scheme's default.
+fn same_authority(base: &reqwest::Url, authority: &str) -> bool {
+    let Ok(other) = reqwest::Url::parse(&format!("{}://{authority}/", base.scheme())) else {
+        return false;
+    };
+    other.host_str().map(str::to_ascii_lowercase) == base.host_str().map(str::to_ascii_lowercase)
+        && other.port_or_known_default() == base.port_or_known_default()
 }

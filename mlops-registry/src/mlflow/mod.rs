@@ -12,7 +12,7 @@
 //! | lineage | the version's `run_id` and the run's dataset inputs; ours is kept whole in the tag `mlops.lineage` |
 //! | status and its message | the tags `mlops.status`, `mlops.status_message`; without them MLflow's status (and the stage `Archived`) |
 //! | manifest, validation report | the tags `mlops.manifest`, `mlops.validation` (JSON) |
-//! | source | where the files are: `get-download-uri`'s answer for `models:/` and `runs:/` sources |
+//! | source | where the files are: `get-download-uri`'s answer for `models:/` and `runs:/` sources; `mlflow-artifacts:/path` and `mlflow-artifacts://this-host:port/path` are this server's proxy, one naming another server is not fetched (a download says the source is outside this store) |
 //!
 //! Tags whose keys start with `mlops.` are this backend's own and hidden from
 //! [`ModelVersion::tags`]; setting one through the trait is refused.
