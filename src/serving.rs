@@ -103,11 +103,6 @@ impl RegistryRepository {
         self.heartbeats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The registry it loads from.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Announces `name` version `version`, served by other means (loaded at start, say),
     /// as this repository announces what it loads: once, and withdrawn when an unload
     /// through the repository stops it. Nothing happens without
@@ -269,18 +264,11 @@ impl Repository for RegistryRepository {
             }
         };
         server.unload(&parsed.name, version).map_err(Status::from)?;
-        let withdrawn: Vec<Heartbeat> = {
-            let mut heartbeats = self.heartbeats();
-            let keys: Vec<_> = heartbeats
-                .keys()
-                .filter(|(n, v)| *n == parsed.name && version.is_none_or(|version| *v == version))
-                .cloned()
-                .collect();
-            keys.iter()
-                .filter_map(|k| heartbeats.remove(k))
-                .flatten()
-                .collect()
-        };
+        let withdrawn: Vec<Heartbeat> = self
+            .heartbeats()
+            .extract_if(|(n, v), _| *n == parsed.name && version.is_none_or(|x| *v == x))
+            .flat_map(|(_, beats)| beats)
+            .collect();
         for beat in withdrawn {
             beat.stop().await;
         }

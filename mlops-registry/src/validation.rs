@@ -401,67 +401,52 @@ pub async fn validate(
             detail: format!("candidate {cand_acc:.4}, baseline {base_acc:.4}"),
         });
     }
-    let mut candidate_latency = LatencySummary::of(cand_lat.clone());
-    let mut baseline_latency = baseline.map(|_| LatencySummary::of(base_lat.clone()));
-    if let (Some(max), Some(base)) = (policy.max_latency_regression, baseline) {
-        let target = policy.latency_samples;
-        let mut next = cases.len();
-        time_pairs(
-            candidate,
-            base,
-            cases,
-            &mut next,
-            target,
-            &mut cand_lat,
-            &mut base_lat,
-        )
-        .await?;
-        let first = LatencyComparison::of(cand_lat, base_lat);
-        let (used, detail) = if first.regression() <= max {
-            let detail = first.describe();
-            (first, detail)
-        } else {
-            // Measured again from scratch: a stall of the machine is rarely there twice.
-            let (mut cand_again, mut base_again) = (Vec::new(), Vec::new());
-            time_pairs(
-                candidate,
-                base,
-                cases,
-                &mut next,
-                target,
-                &mut cand_again,
-                &mut base_again,
-            )
-            .await?;
-            let second = LatencyComparison::of(cand_again, base_again);
-            if second.regression() <= max {
-                let detail = format!(
-                    "{}; the regression of a first measurement ({}) did not show again",
-                    second.describe(),
-                    first.describe()
-                );
-                (second, detail)
+    let (candidate_latency, baseline_latency) = match (policy.max_latency_regression, baseline) {
+        (Some(max), Some(base)) => {
+            let n = policy.latency_samples;
+            let mut next = cases.len();
+            let first =
+                time_pairs(candidate, base, cases, &mut next, n, cand_lat, base_lat).await?;
+            let (used, detail) = if first.regression() <= max {
+                let detail = first.describe();
+                (first, detail)
             } else {
-                let detail = format!("{}, and again {}", first.describe(), second.describe());
-                // The smaller of the two regressions is the one the report stands by.
-                let used = if second.regression() < first.regression() {
-                    second
+                // Measured again from scratch: a stall of the machine is rarely there twice.
+                let second =
+                    time_pairs(candidate, base, cases, &mut next, n, Vec::new(), Vec::new())
+                        .await?;
+                if second.regression() <= max {
+                    let detail = format!(
+                        "{}; the regression of a first measurement ({}) did not show again",
+                        second.describe(),
+                        first.describe()
+                    );
+                    (second, detail)
                 } else {
-                    first
-                };
-                (used, detail)
-            }
-        };
-        checks.push(CheckResult {
-            name: "latency_regression".into(),
-            passed: used.regression() <= max,
-            observed: used.regression(),
-            threshold: max,
-            detail,
-        });
-        candidate_latency = used.candidate;
-        baseline_latency = Some(used.baseline);
-    }
+                    let detail = format!("{}, and again {}", first.describe(), second.describe());
+                    // The smaller of the two regressions is the one the report stands by.
+                    let used = if second.regression() < first.regression() {
+                        second
+                    } else {
+                        first
+                    };
+                    (used, detail)
+                }
+            };
+            checks.push(CheckResult {
+                name: "latency_regression".into(),
+                passed: used.regression() <= max,
+                observed: used.regression(),
+                threshold: max,
+                detail,
+            });
+            (used.candidate, Some(used.baseline))
+        }
+        _ => (
+            LatencySummary::of(cand_lat),
+            baseline.map(|_| LatencySummary::of(base_lat)),
+        ),
+    };
     if checks.is_empty() {
         return Err(Error::invalid(
             "the policy checks nothing for this set: give a baseline, expected outputs, or labels",
@@ -481,17 +466,18 @@ pub async fn validate(
 }
 
 /// Times `candidate` and `baseline` in adjacent pairs over the cases, from case `*next`
-/// round and round, until each side holds at least `target` samples. Who goes first
-/// alternates, so that neither always runs on a machine the other just warmed or left busy.
+/// round and round, until each side holds at least `target` samples (counting those
+/// given). Who goes first alternates, so that neither always runs on a machine the other
+/// just warmed or left busy.
 async fn time_pairs(
     candidate: (&str, &dyn Infer),
     baseline: (&str, &dyn Infer),
     cases: &[ValidationCase],
     next: &mut usize,
     target: usize,
-    cand_lat: &mut Vec<f64>,
-    base_lat: &mut Vec<f64>,
-) -> Result<()> {
+    mut cand_lat: Vec<f64>,
+    mut base_lat: Vec<f64>,
+) -> Result<LatencyComparison> {
     while cand_lat.len() < target || base_lat.len() < target {
         let i = *next;
         *next += 1;
@@ -505,7 +491,7 @@ async fn time_pairs(
             base_lat.push(run(baseline.0, baseline.1, inputs.clone()).await?.1);
         }
     }
-    Ok(())
+    Ok(LatencyComparison::of(cand_lat, base_lat))
 }
 
 /// One measurement of both models' latency.
